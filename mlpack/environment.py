@@ -1,0 +1,315 @@
+"""Environment locks: the exact build environment (PEP 751) and the hashed runtime lock (pip-tools format).
+
+pip, pip-tools and uv run as subprocesses: none of them has a stable Python API. pip's own configuration is
+ignored (PIP_CONFIG_FILE=/dev/null) and the index is named explicitly, so a lock records index URLs and
+hashes, never the machine-local wheel folders that pip may be configured with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from mlpack.fileio import write_atomic
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+# What a serving machine needs to load, verify and serve a package; never a training framework.
+RUNTIME_PACKAGES = ("onnxruntime", "numpy", "packaging", "typer", "threadpoolctl")
+LOCK_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str  # canonical
+    version: str
+    record_sha256: str | None  # offline fingerprint: changes whenever any installed file changes
+    direct_url: dict[str, Any] | None  # PEP 610: editable, VCS or local installs
+
+    @property
+    def from_index(self) -> bool:
+        return self.direct_url is None
+
+
+def installed() -> dict[str, Distribution]:
+    """Installed distributions, the first on sys.path winning, exactly as imports resolve them."""
+    found: dict[str, Distribution] = {}
+    for dist in metadata.distributions():
+        raw_name = dist.metadata["Name"]
+        if not raw_name:
+            continue
+        name = canonicalize_name(raw_name)
+        if name in found:
+            continue
+        record = dist.read_text("RECORD")
+        direct = dist.read_text("direct_url.json")
+        found[name] = Distribution(
+            name=name,
+            version=dist.version,
+            record_sha256=hashlib.sha256(record.encode()).hexdigest() if record is not None else None,
+            direct_url=json.loads(direct) if direct else None,
+        )
+    return dict(sorted(found.items()))
+
+
+def index_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLPACK_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MLPACK_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlpack"
+    )
+    return Path(root) / "locks"
+
+
+def _cached(kind: str, key_parts: list[str], produce: Any) -> tuple[str, bool]:
+    """Return produce()'s text, reusing an earlier result for identical inputs (all pins are exact)."""
+    key = hashlib.sha256("\n".join([kind, sys.version, sys.platform, *key_parts]).encode()).hexdigest()
+    path = _cache_dir() / f"{kind}-{key}.txt"
+    if path.exists():
+        return path.read_text(), True
+    text = produce()
+    try:
+        write_atomic(path, text.encode())
+    except OSError:
+        pass  # a read-only cache only costs time
+    return text, False
+
+
+def _pip_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env.pop("PIP_FIND_LINKS", None)
+    env.pop("PIP_EXTRA_INDEX_URL", None)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            cmd, cwd=cwd, env=_pip_env(), capture_output=True, text=True, timeout=LOCK_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LockUnavailable(f"{Path(cmd[0]).name} timed out after {LOCK_TIMEOUT_S} s") from exc
+
+
+class LockUnavailable(Exception):
+    """No index could answer; the build goes on and the manifest says why."""
+
+
+def _last_error(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip().startswith("ERROR")]
+    return (lines[-1] if lines else (stderr.strip().splitlines() or ["no output"])[-1])[:300]
+
+
+_UNREACHABLE = re.compile(r"Connection|Could not fetch URL|Max retries|timed out|Name or service", re.I)
+
+
+def _artifact_report(pins: list[str], index: str) -> dict[str, dict[str, Any]]:
+    """Artifact URL and sha256 for each exact pin, from pip's dry-run report (no install, no deps)."""
+    with tempfile.TemporaryDirectory(prefix="mlpack-lock-") as tmp:
+        work = Path(tmp)
+        remaining = list(pins)
+        for _ in range(4):  # drop pins the index does not have (local builds), then try again
+            (work / "pins.txt").write_text("\n".join(remaining) + "\n")
+            cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
+                   "--quiet", "--timeout", "10", "--retries", "1", "--index-url", index,
+                   "--report", "report.json", "-r", "pins.txt"]  # fmt: skip
+            result = _run(cmd, work)
+            if result.returncode == 0:
+                report = json.loads((work / "report.json").read_text())
+                return {
+                    canonicalize_name(item["metadata"]["name"]): item["download_info"]
+                    for item in report.get("install", [])
+                }
+            missing = re.findall(r"No matching distribution found for ([A-Za-z0-9_.\-]+)==", result.stderr)
+            if _UNREACHABLE.search(result.stderr):
+                raise LockUnavailable(f"the index {index} could not be reached")
+            if not missing:
+                raise LockUnavailable(f"pip could not read {index}: {_last_error(result.stderr)}")
+            gone = {canonicalize_name(name) for name in missing}
+            remaining = [pin for pin in remaining if canonicalize_name(pin.split("==")[0]) not in gone]
+        raise LockUnavailable(f"too many distributions missing from {index}")
+
+
+def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
+    """PEP 751 text for the running environment, and a summary for the manifest."""
+    import tomli_w
+    from packaging.pylock import Package, PackageDirectory, PackageSdist, PackageVcs, PackageWheel, Pylock
+    from packaging.version import Version
+
+    dists = installed()
+    pins = sorted(f"{d.name}=={d.version}" for d in dists.values() if d.from_index)
+    artifacts: dict[str, dict[str, Any]] = {}
+    status, reason = "complete", ""
+    if not resolve:
+        status, reason = "offline", "artifact lookup skipped (resolve=False)"
+    else:
+        try:
+            text, _ = _cached("artifacts", [index, *pins], lambda: json.dumps(_artifact_report(pins, index)))
+            artifacts = json.loads(text)
+        except LockUnavailable as exc:
+            status, reason = "offline", str(exc)
+
+    packages = []
+    for dist in dists.values():
+        tool: dict[str, Any] = {"record-sha256": dist.record_sha256}
+        fields: dict[str, Any] = {}
+        info = artifacts.get(dist.name)
+        direct = dist.direct_url or {}
+        if "vcs_info" in direct:
+            vcs = direct["vcs_info"]
+            fields["vcs"] = PackageVcs(type=vcs["vcs"], url=direct["url"], commit_id=vcs["commit_id"])
+        elif direct:
+            # a local directory or archive: its path on the build machine would mean nothing elsewhere
+            fields["directory"] = PackageDirectory(
+                path=Path(direct["url"]).name, editable=bool(direct.get("dir_info", {}).get("editable"))
+            )
+            tool["local"] = "installed from a local path that is not recorded"
+        elif info and info.get("url", "").startswith(("https://", "http://")):
+            hashes = info.get("archive_info", {}).get("hashes", {})
+            if info["url"].endswith(".whl"):
+                fields.update(index=index, wheels=[PackageWheel(url=info["url"], hashes=hashes)])
+            else:
+                fields.update(index=index, sdist=PackageSdist(url=info["url"], hashes=hashes))
+        elif status == "complete":
+            tool["unresolved"] = f"not found on {index}"
+        packages.append(Package(name=dist.name, version=Version(dist.version), tool={"mlpack": tool}, **fields))  # type: ignore[arg-type]
+
+    lock = Pylock(
+        lock_version=Version("1.0"),
+        created_by="mlpack",
+        requires_python=None,
+        packages=packages,
+        tool={"mlpack": {"python": sys.version.split()[0], "platform": sys.platform, "artifacts": status}},
+    )
+    summary = {
+        "packages": len(packages),
+        "with_artifact_hash": sum(1 for p in packages if p.wheels or p.sdist),
+        "artifacts": status,
+        **({"reason": reason} if reason else {}),
+    }
+    if all(p.wheels or p.sdist or p.vcs or p.directory for p in packages):
+        lock.validate()  # entries without an artifact (offline builds) cannot satisfy PEP 751's source rule
+    return tomli_w.dumps(lock.to_dict()), summary
+
+
+def runtime_versions() -> dict[str, str | None]:
+    dists = installed()
+    return {name: (dists[name].version if name in dists else None) for name in RUNTIME_PACKAGES}
+
+
+def runtime_lock(resolve: bool, index: str) -> tuple[str | None, dict[str, Any]]:
+    """Hashed requirements for a serving machine, pinned to this environment's versions.
+
+    uv is preferred when installed (about 20x faster here); pip-compile gives the same file.
+    """
+    if not resolve:
+        return None, {"status": "missing", "reason": "resolution skipped (resolve=False)"}
+    dists = installed()
+    requirements = [f"{n}=={v}" for n, v in runtime_versions().items() if v]
+    constraints = sorted(f"{d.name}=={d.version}" for d in dists.values() if d.from_index)
+    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    tool = "uv" if uv else "pip-compile"
+
+    def compile_lock() -> str:
+        with tempfile.TemporaryDirectory(prefix="mlpack-rlock-") as tmp:
+            work = Path(tmp)
+            (work / "requirements.in").write_text("\n".join(requirements) + "\n")
+            (work / "constraints.txt").write_text("\n".join(constraints) + "\n")
+            common = ["--generate-hashes", "--no-header", "--index-url", index, "-c", "constraints.txt",
+                      "-o", "requirements.lock", "requirements.in"]  # fmt: skip
+            if uv:
+                cmd = [uv, "pip", "compile", "--quiet", "--no-progress", *common]
+            else:
+                cmd = [sys.executable, "-m", "piptools", "compile", "--quiet", "--no-emit-index-url",
+                       "--no-emit-find-links", *common]  # fmt: skip
+            result = _run(cmd, work)
+            if result.returncode != 0:
+                raise LockUnavailable(f"{tool} could not resolve from {index}: {_last_error(result.stderr)}")
+            return (work / "requirements.lock").read_text()
+
+    try:
+        text, cached = _cached("runtime", [tool, index, *requirements, *constraints], compile_lock)
+    except LockUnavailable as exc:
+        return None, {"status": "missing", "reason": str(exc), "tool": tool}
+    pins = parse_requirements_lock(text)
+    return text, {"status": "complete", "tool": tool, "index": index, "packages": len(pins)}
+
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+
+
+def parse_requirements_lock(text: str) -> dict[str, str]:
+    pins = {}
+    for line in text.splitlines():
+        match = _PIN.match(line)
+        if match:
+            pins[canonicalize_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def read_build_lock(path: Path) -> dict[str, dict[str, Any]]:
+    """name -> {version, record-sha256} from a pylock.toml, read with tomllib (fast, no validation needed)."""
+    data = tomllib.loads(path.read_text())
+    return {
+        canonicalize_name(p["name"]): {
+            "version": p.get("version"),
+            "record_sha256": p.get("tool", {}).get("mlpack", {}).get("record-sha256"),
+        }
+        for p in data.get("packages", [])
+    }
+
+
+def diff(
+    runtime_pins: dict[str, str], build: dict[str, dict[str, Any]], here: dict[str, Distribution]
+) -> dict[str, list[dict[str, Any]]]:
+    """Package-by-package differences. Pure: the caller gathers what is installed."""
+    runtime = []
+    for name, version in sorted(runtime_pins.items()):
+        dist = here.get(name)
+        if dist is None:
+            runtime.append({"name": name, "change": "missing", "locked": version, "here": None})
+        elif dist.version != version:
+            runtime.append({"name": name, "change": "version", "locked": version, "here": dist.version})
+    informational = []
+    for name, entry in sorted(build.items()):
+        dist = here.get(name)
+        if dist is None:
+            informational.append({"name": name, "change": "missing", "locked": entry["version"], "here": None})
+        elif dist.version != entry["version"]:
+            informational.append({"name": name, "change": "version", "locked": entry["version"], "here": dist.version})
+        elif entry["record_sha256"] and dist.record_sha256 and entry["record_sha256"] != dist.record_sha256:
+            informational.append({"name": name, "change": "altered", "locked": entry["version"], "here": dist.version})
+    for name in sorted(set(here) - set(build)):
+        informational.append({"name": name, "change": "extra", "locked": None, "here": here[name].version})
+    return {"runtime": runtime, "build": informational} if build else {"runtime": runtime, "build": []}
+
+
+def write_lock_files(folder: Path, resolve: bool, index: str) -> dict[str, Any]:
+    """Write env/pylock.toml and env/requirements.lock (when it can be resolved); return the manifest summary."""
+    pylock_text, build_summary = build_lock(resolve, index)
+    write_atomic(folder / "pylock.toml", pylock_text.encode())
+    runtime_text, runtime_summary = runtime_lock(resolve, index)
+    if runtime_text is not None:
+        write_atomic(folder / "requirements.lock", runtime_text.encode())
+    return {
+        "build_lock": build_summary,
+        "runtime_lock": runtime_summary,
+        "runtime": runtime_versions(),
+        "python": sys.version.split()[0],
+    }

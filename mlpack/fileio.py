@@ -1,0 +1,73 @@
+"""Streaming hashes, atomic writes, canonical JSON and deterministic .npz files."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHUNK = 1 << 20  # 1 MiB: hashing a file of any size keeps memory flat
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, so .npz bytes never hold a clock
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(data: Any) -> bytes:
+    """Sorted keys, fixed separators, trailing newline: the same data always gives the same bytes."""
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target, fsync, then rename: readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide package files from other users
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Like ``np.savez`` but byte-reproducible: sorted members, fixed timestamps, no pickled objects."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            array = np.asarray(arrays[name])
+            if array.dtype == object:
+                array = array.astype(str)  # object arrays would need pickle to load
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read an .npz without ever unpickling."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,162 @@
+"""The package directory: open it, check its integrity, and write it atomically.
+
+A package's identity is the sha256 of its manifest, which hashes every other file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpack.errors import IntegrityError, RuntimeEnvironmentError, UsageError
+from mlpack.fileio import sha256_bytes, sha256_file
+
+FORMAT = 1
+MANIFEST = "mlpack.json"
+MODEL = "model.onnx"
+INPUTS = "reference/inputs.npz"
+OUTPUTS = "reference/outputs.npz"
+BUILD_LOCK = "env/pylock.toml"
+RUNTIME_LOCK = "env/requirements.lock"
+HARDWARE = "hardware.json"
+REQUIRED_KEYS = ("format", "name", "version", "model", "reference", "runtime", "tolerances", "files")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+
+
+@dataclass(frozen=True)
+class Package:
+    path: Path
+    manifest: dict[str, Any]
+    digest: str  # "sha256:<hex>" of mlpack.json
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return dict(self.manifest.get("parity", {}))
+
+    def __str__(self) -> str:
+        return f"{self.name}-{self.version} ({self.digest}) at {self.path}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    kind: str  # changed | missing | extra | unsafe
+    detail: str
+
+
+def open_package(path: Path | str) -> Package:
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"{root} does not exist.")
+    manifest_path = root / MANIFEST
+    if not root.is_dir() or not manifest_path.is_file():
+        raise UsageError(f"{root} is not an mlpack package: it has no {MANIFEST}.")
+    data = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"The manifest {manifest_path} is corrupt: {exc.__class__.__name__} ({exc}).") from None
+    if not isinstance(manifest, dict) or any(key not in manifest for key in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
+        raise IntegrityError(f"The manifest {manifest_path} is corrupt: it lacks {', '.join(missing)}.")
+    if not isinstance(manifest["format"], int) or manifest["format"] > FORMAT:
+        raise RuntimeEnvironmentError(
+            f"{root} uses package format {manifest['format']}; this mlpack reads format {FORMAT}: upgrade mlpack."
+        )
+    if not isinstance(manifest["files"], dict):
+        raise IntegrityError(f"The manifest {manifest_path} is corrupt: 'files' is not a mapping.")
+    return Package(path=root, manifest=manifest, digest=f"sha256:{sha256_bytes(data)}")
+
+
+def _safe(root: Path, relative: str) -> bool:
+    candidate = Path(relative)
+    return not candidate.is_absolute() and ".." not in candidate.parts and relative != MANIFEST
+
+
+def check_integrity(package: Package) -> list[Problem]:
+    """Every listed file exists with its hash; no unlisted file sits in a folder the manifest covers."""
+    root = package.path
+    listed: dict[str, str] = package.manifest["files"]
+    problems = []
+    for relative, expected in sorted(listed.items()):
+        if not _safe(root, relative):
+            problems.append(Problem(relative, "unsafe", "the manifest names a path outside the package"))
+            continue
+        file = root / relative
+        if not file.is_file():
+            problems.append(Problem(relative, "missing", "listed in the manifest but not present"))
+            continue
+        actual = sha256_file(file)
+        if actual != expected:
+            problems.append(Problem(relative, "changed", f"sha256 {actual[:16]}… ≠ manifest {expected[:16]}…"))
+    covered = {str(Path(relative).parent) for relative in listed} | {"."}
+    for dirpath, _, filenames in os.walk(root):
+        folder = Path(dirpath).relative_to(root)
+        if str(folder) not in covered:
+            continue
+        for filename in filenames:
+            relative = (folder / filename).as_posix()
+            if relative not in listed and relative != MANIFEST:
+                problems.append(Problem(relative, "extra", "present but not listed in the manifest"))
+    return problems
+
+
+def package_dir_name(name: str, version: str) -> str:
+    for label, value in (("name", name), ("version", version)):
+        if not NAME_RE.match(value):
+            raise UsageError(f"The package {label} {value!r} may hold only letters, digits, '.', '_' and '-'.")
+    return f"{name}-{version}"
+
+
+def _remove_stale_partials(parent: Path, final_name: str) -> None:
+    """Partials of builds that were killed outright (SIGKILL) are removed once their process is gone."""
+    for partial in parent.glob(f".{final_name}.partial-*"):
+        try:
+            os.kill(int(partial.name.rsplit("-", 1)[1]), 0)
+        except (ProcessLookupError, ValueError):
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def refuse_existing(target: Path, force: bool) -> None:
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists: choose another --out or version, or pass --force to replace it.")
+
+
+@contextlib.contextmanager
+def staging(target: Path, force: bool) -> Iterator[Path]:
+    """Yield a hidden folder beside target; on success it becomes target in one rename, else it vanishes."""
+    refuse_existing(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target.parent, target.name)
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        yield partial
+        refuse_existing(target, force)
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(partial, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

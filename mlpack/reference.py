@@ -1,0 +1,112 @@
+"""onnxruntime sessions with recorded options, model signatures, and golden-output runs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpack.errors import RuntimeEnvironmentError
+
+OPT_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything that selects kernels or reduction order; recorded at build and replayed by verify.
+
+    One intra-op thread by default: thread count changes how tree ensembles sum, and a fixed count is the
+    only way two machines can agree bit for bit. ``verify --threads N`` replays with another count.
+    """
+
+    intra_op_num_threads: int = 1
+    inter_op_num_threads: int = 1
+    execution_mode: str = "ORT_SEQUENTIAL"
+    graph_optimization_level: str = "ORT_ENABLE_ALL"
+    providers: tuple[str, ...] = field(default=("CPUExecutionProvider",))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["providers"] = list(self.providers)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionSettings:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "providers" in known:
+            known["providers"] = tuple(known["providers"])
+        return cls(**known)
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RuntimeEnvironmentError("onnxruntime is not installed here: run pip install onnxruntime.") from None
+    return onnxruntime
+
+
+def open_session(model: bytes | Path, settings: SessionSettings) -> Any:
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_num_threads
+    options.inter_op_num_threads = settings.inter_op_num_threads
+    options.execution_mode = getattr(ort.ExecutionMode, settings.execution_mode)
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.graph_optimization_level)
+    options.log_severity_level = 3
+    missing = [p for p in settings.providers if p not in ort.get_available_providers()]
+    if missing:
+        raise RuntimeEnvironmentError(f"onnxruntime here lacks the recorded providers {missing}.")
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        return ort.InferenceSession(source, options, providers=list(settings.providers))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        first = str(exc).strip().splitlines()[0][:400]
+        raise RuntimeEnvironmentError(f"onnxruntime {ort.__version__} cannot load the model: {first}") from None
+
+
+def _dim(value: Any) -> int | str:
+    return value if isinstance(value, int) else str(value or "?")
+
+
+def signature(session: Any) -> dict[str, list[dict[str, Any]]]:
+    """Inputs and outputs as the runtime sees them: name, type, shape with symbolic dims as strings."""
+
+    def describe(args: Any) -> list[dict[str, Any]]:
+        return [{"name": a.name, "type": a.type, "shape": [_dim(d) for d in (a.shape or [])]} for a in args]
+
+    return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
+
+
+def needs_row_batches(inputs: list[dict[str, Any]], rows: int) -> bool:
+    """A model with a fixed batch of 1 runs row by row; everything else runs the sample in one call."""
+    return rows > 1 and any(spec["shape"][:1] == [1] for spec in inputs)
+
+
+def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    if not row_batches:
+        results = session.run(names, feeds)
+    else:
+        rows = next(iter(feeds.values())).shape[0]
+        parts = [session.run(names, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(rows)]
+        results = [np.concatenate([part[j] for part in parts]) for j in range(len(names))]
+    outputs = {}
+    for name, value in zip(names, results, strict=True):
+        if not isinstance(value, np.ndarray):
+            raise RuntimeEnvironmentError(
+                f"Output {name!r} is not a tensor (sequence or map outputs such as ZipMap are not supported)."
+            )
+        outputs[name] = value
+    return outputs
+
+
+def output_kind(spec: dict[str, Any]) -> str:
+    """label, probabilities or value: decides the default tolerance."""
+    if spec["type"] in ("tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(bool)"):
+        return "label"
+    if "prob" in spec["name"].lower():
+        return "probabilities"
+    return "value"

@@ -1,0 +1,134 @@
+"""Golden-input samples: read .npy, .npz and .csv files, or take arrays, and fit them to a model's inputs."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpack.errors import UsageError
+
+# onnxruntime type strings -> numpy dtypes
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+    "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(string)": np.str_,
+}  # fmt: skip
+
+
+def _from_csv(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if not rows:
+        return {}
+    header: list[str] | None = None
+    try:
+        [float(cell) for cell in rows[0]]
+    except ValueError:
+        header, rows = rows[0], rows[1:]
+    if not rows:
+        return {}
+    if any(len(row) != len(rows[0]) for row in rows):
+        raise UsageError(f"{path} has rows of different lengths.")
+    table = np.array(rows, dtype=object)
+    columns = {}
+    for index in range(table.shape[1]):
+        try:
+            columns[index] = table[:, index].astype(np.float64)
+        except ValueError:
+            columns[index] = table[:, index].astype(str)
+    if header is None or all(col.dtype == np.float64 for col in columns.values()):
+        if any(col.dtype != np.float64 for col in columns.values()):
+            raise UsageError(f"{path} has non-numeric cells but no header naming the model inputs.")
+        return {"": np.stack(list(columns.values()), axis=1)}
+    # a header with mixed columns: one named input per column, shaped [rows, 1]
+    return {name: columns[i].reshape(-1, 1) for i, name in enumerate(header)}
+
+
+def load_sample(source: Any) -> dict[str, np.ndarray]:
+    """Arrays keyed by input name; a single unnamed array is keyed "" until it meets the model."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(f"The sample file {path} does not exist.")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".npy":
+                arrays = {"": np.load(path, allow_pickle=False)}
+            elif suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    arrays = {key: data[key] for key in data.files}
+            elif suffix == ".csv":
+                arrays = _from_csv(path)
+            else:
+                raise UsageError(f"The sample {path} must be a .npy, .npz or .csv file.")
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"The sample {path} could not be read: {exc}") from None
+    elif isinstance(source, Mapping):
+        arrays = {str(key): np.asarray(value) for key, value in source.items()}
+    elif hasattr(source, "to_numpy"):  # pandas DataFrame
+        arrays = {"": np.asarray(source.to_numpy())}
+    else:
+        arrays = {"": np.asarray(source)}
+    if not arrays or any(array.size == 0 or array.ndim == 0 for array in arrays.values()):
+        raise UsageError("The sample is empty: give at least one row of input.")
+    rows = {array.shape[0] for array in arrays.values()}
+    if len(rows) != 1:
+        raise UsageError(f"The sample's inputs have different row counts: {sorted(rows)}.")
+    return arrays
+
+
+def fit_to_inputs(
+    sample: dict[str, np.ndarray], inputs: list[dict[str, Any]], cast_ok: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Match the sample to the model's declared inputs by name, check shapes, cast safely.
+
+    Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused).
+    """
+    if set(sample) == {""}:
+        if len(inputs) != 1:
+            names = ", ".join(i["name"] for i in inputs)
+            raise UsageError(f"The model has several inputs ({names}): give an .npz or .csv keyed by them.")
+        sample = {inputs[0]["name"]: sample[""]}
+    wanted = {i["name"] for i in inputs}
+    if set(sample) != wanted:
+        raise UsageError(
+            f"The sample's inputs {sorted(sample)} do not match the model's inputs {sorted(wanted)}."
+        )
+    feeds, casts = {}, {}
+    for spec in inputs:
+        array = sample[spec["name"]]
+        shape = spec["shape"]
+        if len(shape) != array.ndim:
+            raise UsageError(
+                f"Input {spec['name']!r} expects {len(shape)} dimensions {shape}; the sample has shape {array.shape}."
+            )
+        for axis, (want, have) in enumerate(zip(shape, array.shape, strict=True)):
+            if isinstance(want, int) and want > 0 and want != have and not (axis == 0 and want == 1):
+                raise UsageError(
+                    f"Input {spec['name']!r} expects shape {shape}; the sample has shape {array.shape}."
+                )
+        dtype = np.dtype(ORT_DTYPES.get(spec["type"], np.float32))
+        if array.dtype != dtype:
+            array, cast = _cast(spec["name"], array, dtype, cast_ok)
+            casts[spec["name"]] = cast
+        feeds[spec["name"]] = np.ascontiguousarray(array)
+    return feeds, casts
+
+
+def _cast(name: str, array: np.ndarray, dtype: np.dtype, cast_ok: bool) -> tuple[np.ndarray, str]:
+    label = f"{array.dtype}->{dtype}"
+    if dtype.kind == "U":
+        if array.dtype.kind in "UO":
+            return array.astype(str), label
+    elif array.dtype.kind in "biuf" and cast_ok:
+        if np.can_cast(array.dtype, dtype, "same_kind") or array.dtype.kind in "biu":
+            converted = array.astype(dtype)
+            if dtype.kind in "iu" and not np.array_equal(converted, array):
+                raise UsageError(f"Input {name!r} is {dtype}; the sample's values do not fit it exactly.")
+            return converted, label
+    raise UsageError(f"Input {name!r} expects {dtype}; the sample holds {array.dtype}.")
