@@ -95,14 +95,20 @@ def _numpy() -> dict[str, Any]:
     }
 
 
-def _blas() -> list[dict[str, Any]]:
+def _blas() -> list[str]:
+    """numpy's own BLAS only: what else is loaded depends on the process (scipy, sklearn's OpenMP)."""
+    import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then finds)
+
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    keys = ("user_api", "internal_api", "version", "architecture", "threading_layer")
-    pools = [{k: info[k] for k in keys if info.get(k) is not None} for info in threadpool_info()]
-    return sorted(pools, key=lambda p: (p.get("user_api", ""), p.get("internal_api", "")))
+    keys = ("internal_api", "version", "architecture", "threading_layer")
+    return sorted(
+        " ".join(str(info[k]) for k in keys if info.get(k))
+        for info in threadpool_info()
+        if "numpy" in Path(info.get("filepath", "")).parent.name
+    )
 
 
 def _onnxruntime() -> dict[str, Any]:
@@ -202,7 +208,7 @@ def diff(built: dict[str, Any], here: dict[str, Any]) -> list[dict[str, Any]]:
             "here": b.get(field),
             "moves_numbers": field.startswith(NUMERIC_FIELDS),
         }
-        if isinstance(a.get(field), list) and isinstance(b.get(field), list) and field != "blas":
+        if isinstance(a.get(field), list) and isinstance(b.get(field), list):
             change["only_built"] = sorted(set(map(str, a[field])) - set(map(str, b[field])))
             change["only_here"] = sorted(set(map(str, b[field])) - set(map(str, a[field])))
         changes.append(change)

@@ -1,0 +1,3 @@
+from mlpack.cli import main
+
+main()

@@ -1,0 +1,268 @@
+"""The mlpack command line: a thin layer over the library. Only this module prints or exits."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    help="Package a trained model so that it gives the same answers on the next machine, and prove it.\n\n"
+    "  mlpack build model.skops --sample sample.npy --name churn --version 3\n\n"
+    "  mlpack verify dist/churn-3            # exit 0 identical/equivalent, 1 mismatch, 3 tampered",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(text() + "\n")
+
+
+def _fail(exc: BaseException, as_json: bool) -> NoReturn:
+    from mlpack.errors import MlpackError
+
+    if isinstance(exc, MlpackError):
+        code, message = exc.exit_code, exc.message
+    else:
+        code, message = 2, f"unexpected failure: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)"
+    if _state["debug"]:
+        traceback.print_exception(exc)
+    if as_json:
+        payload: dict[str, Any] = {"error": message, "exit_code": code}
+        comparisons = getattr(exc, "comparisons", None)
+        if comparisons:
+            payload["parity"] = [c.to_dict() for c in comparisons]
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        sys.stderr.write(f"mlpack: error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _run(as_json: bool, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("mlpack: interrupted; nothing was written.\n")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        _fail(exc, as_json)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mlpack import __version__
+
+        typer.echo(f"mlpack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _parse_lineage(items: list[str]) -> dict[str, str]:
+    from mlpack.errors import UsageError
+
+    lineage = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--lineage takes KEY=VALUE, got {item!r}.")
+        lineage[key] = value
+    return lineage
+
+
+@app.command()
+def build(
+    model: Annotated[str | None, typer.Argument(
+        help="Model file: .onnx, .skops, or .joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
+        show_default=False)] = None,
+    sample: Annotated[str | None, typer.Option(
+        help="Golden inputs: .npy, .npz keyed by input name, or .csv. Default: [tool.mlpack] sample.")] = None,
+    name: Annotated[str | None, typer.Option(help="Package name. Default: the model file's stem.")] = None,
+    version: Annotated[str | None, typer.Option(help="Package version. [default: 1]", show_default=False)] = None,
+    out: Annotated[str | None, typer.Option(help="Folder that receives NAME-VERSION/. [default: dist]",
+                                            show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Replace a package that already exists at the target.")] = False,
+    trust_pickle: Annotated[bool, typer.Option(
+        help="Allow .pkl/.joblib models. Unpickling runs arbitrary code: only for files you trust.")] = False,
+    trust_type: Annotated[list[str] | None, typer.Option(
+        help="Trust a non-scikit-learn type inside a .skops file (repeatable).")] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads recorded for replay. [default: 1]",
+                                                show_default=False)] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset for conversion. [default: 17]", show_default=False)] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance for every float output.")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance for every float output.")] = None,
+    accept_parity: Annotated[bool, typer.Option(
+        help="Package even if the ONNX outputs differ from the native model's; the manifest records it.")] = False,
+    no_resolve: Annotated[bool, typer.Option(
+        "--no-resolve", help="Do not contact the index: no artifact hashes, no runtime lock (the manifest says so).")] = False,
+    index_url: Annotated[str | None, typer.Option(help="Index for the locks. [default: PyPI]", show_default=False)] = None,
+    lineage: Annotated[list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a model to ONNX, record golden outputs, lock the environment, and write a hashed package."""
+
+    def action() -> Any:
+        from mlpack import config
+        from mlpack.builder import build as build_package
+        from mlpack.errors import UsageError
+        from mlpack.report import render_build
+
+        settings = config.load()
+        chosen_model = model or settings.get("model")
+        chosen_sample = sample or settings.get("sample")
+        if not chosen_model or not chosen_sample:
+            raise UsageError("Give a MODEL and --sample, or set model and sample under [tool.mlpack] in pyproject.toml.")
+        tolerances: Any = settings.get("tolerances")
+        if atol is not None or rtol is not None:
+            spec = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
+            tolerances = {"probabilities": spec, "value": spec}
+        progress = None if quiet or as_json else (lambda step: sys.stderr.write(f"mlpack: {step}…\n"))
+        package = build_package(
+            chosen_model,
+            chosen_sample,
+            name=name or settings.get("name"),
+            version=version or settings.get("version") or "1",
+            out=out or settings.get("out") or "dist",
+            force=force,
+            trust_pickle=trust_pickle or bool(settings.get("trust_pickle")),
+            trusted_types=tuple(trust_type or ()),
+            tolerances=tolerances,
+            threads=threads or settings.get("threads") or 1,
+            opset=opset or settings.get("opset") or 17,
+            resolve=not no_resolve,
+            index_url=index_url or settings.get("index_url"),
+            lineage={**settings.get("lineage", {}), **_parse_lineage(lineage or [])},
+            accept_parity=accept_parity,
+            max_rows=settings.get("max_rows") or 1024,
+            progress=progress,
+        )
+        _emit({"package": str(package.path), "digest": package.digest, "manifest": package.manifest}, as_json,
+              lambda: render_build(package))
+
+    _run(as_json, action)
+
+
+@app.command()
+def verify(
+    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    strict: Annotated[bool, typer.Option(help="Demand bit-identical outputs; 'equivalent' then exits 1.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        help="Replay with this many intra-op threads instead of the recorded count.")] = None,
+    digest: Annotated[str | None, typer.Option(
+        help="Expected package digest (sha256:…); any other manifest counts as tampered.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
+
+    Exit codes: 0 identical or equivalent, 1 mismatch (or not identical with --strict), 2 bad input,
+    3 tampered, 4 this environment cannot run the model.
+    """
+
+    def action() -> int:
+        from mlpack.report import render_verify
+        from mlpack.verifier import verify as verify_package
+
+        report = verify_package(package, strict=strict, threads=threads, expect_digest=digest)
+        _emit(report.to_dict(), as_json, lambda: render_verify(report))
+        return report.exit_code
+
+    code = _run(as_json, action)
+    raise typer.Exit(code)
+
+
+@app.command()
+def inspect(
+    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a package holds: manifest summary, digest and files. Runs nothing, checks nothing."""
+
+    def action() -> None:
+        from mlpack.inspector import inspect as inspect_package
+        from mlpack.report import render_inspect
+
+        info = inspect_package(package)
+        _emit(info, as_json, lambda: render_inspect(info))
+
+    _run(as_json, action)
+
+
+@app.command()
+def lock(
+    out: Annotated[str, typer.Option(help="Folder for pylock.toml and requirements.lock.")] = ".",
+    no_resolve: Annotated[bool, typer.Option("--no-resolve", help="Do not contact the index.")] = False,
+    index_url: Annotated[str | None, typer.Option(help="Index to resolve against. [default: PyPI]",
+                                                  show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lock this environment: pylock.toml (everything installed, hashed) and requirements.lock (runtime, hashed)."""
+
+    def action() -> None:
+        from mlpack import environment
+
+        folder = Path(out)
+        summary = environment.write_lock_files(folder, not no_resolve, environment.index_url(index_url))
+        runtime = summary["runtime_lock"]
+
+        def text() -> str:
+            build_lock = summary["build_lock"]
+            lines = [f"wrote {folder / 'pylock.toml'}: {build_lock['packages']} packages, "
+                     f"{build_lock['with_artifact_hash']} with artifact hashes"]  # fmt: skip
+            if runtime["status"] == "complete":
+                lines.append(f"wrote {folder / 'requirements.lock'}: {runtime['packages']} packages ({runtime['tool']})")
+            else:
+                lines.append(f"no requirements.lock: {runtime['reason']}")
+            return "\n".join(lines)
+
+        _emit(summary, as_json, text)
+
+    _run(as_json, action)
+
+
+@app.command()
+def hardware(as_json: JsonOpt = False) -> None:
+    """Profile this machine: CPU and vector ISA, cores, memory, OS, BLAS, onnxruntime, GPUs."""
+
+    def action() -> None:
+        from mlpack.hardware import profile
+        from mlpack.report import render_hardware
+
+        data = profile()
+        _emit(data, as_json, lambda: render_hardware(data))
+
+    _run(as_json, action)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds through the build's cleanup, so no half-written package remains
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    app()

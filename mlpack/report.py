@@ -1,0 +1,159 @@
+"""Text for people: every function takes data and returns a string; only the CLI prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlpack.compare import OutputComparison
+from mlpack.package import Package
+from mlpack.verifier import Report
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def _output_line(c: OutputComparison) -> str:
+    state = "identical" if c.identical else ("within tolerance" if c.passed else "MISMATCH")
+    if c.problem:
+        return f"    {c.name:<16} {state:<17} {c.problem}"
+    detail = f"{c.total} values"
+    if c.kind == "label":
+        if not c.identical:
+            detail += f", {c.outside} differ" + (f", {c.tied_rows} tied rows excused" if c.tied_rows else "")
+    else:
+        detail += f", max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)}, max ulp {c.max_ulp if c.max_ulp is not None else '-'}"
+        if c.outside:
+            detail += f", {c.outside} outside tolerance"
+    line = f"    {c.name:<16} {state:<17} {detail}"
+    if c.worst and not c.passed:
+        line += f"\n    {'':<16} worst at {c.worst['index']}: expected {c.worst['expected']!r}, got {c.worst['actual']!r}"
+    return line
+
+
+def _changes(changes: list[dict[str, Any]], limit: int) -> list[str]:
+    lines = []
+    for change in changes[:limit]:
+        if change["change"] == "missing":
+            lines.append(f"      {change['name']}: {change['locked']} locked, missing here")
+        elif change["change"] == "extra":
+            lines.append(f"      {change['name']}: {change['here']} here, not in the build lock")
+        elif change["change"] == "altered":
+            lines.append(f"      {change['name']} {change['here']}: same version, installed files differ")
+        else:
+            lines.append(f"      {change['name']}: {change['locked']} locked, {change['here']} here")
+    if len(changes) > limit:
+        lines.append(f"      … {len(changes) - limit} more (--json lists all)")
+    return lines
+
+
+def render_verify(report: Report) -> str:
+    lines = [f"{report.name} {report.version}  {report.digest}", f"  package      {report.package}"]
+    if report.integrity:
+        lines.append("  integrity    FAILED")
+        lines += [f"      {p.file}: {p.kind}: {p.detail}" for p in report.integrity]
+    else:
+        lines.append("  integrity    every file matches the manifest")
+    if report.verdict != "tampered":
+        runtime, build = report.environment.get("runtime", []), report.environment.get("build", [])
+        lines.append("  runtime env  " + ("matches the runtime lock" if not runtime else f"{len(runtime)} difference(s)"))
+        lines += _changes(runtime, 50)
+        significant = [c for c in build if c["change"] != "extra"]
+        lines.append("  build env    " + ("matches the build lock" if not significant else
+                                          f"{len(significant)} difference(s) from the build lock (informational)"))  # fmt: skip
+        lines += _changes(significant, 8)
+        numeric = [c for c in report.hardware if c["moves_numbers"]]
+        lines.append("  hardware     " + ("same as at build" if not report.hardware else
+                                          f"{len(report.hardware)} difference(s), {len(numeric)} can move numbers"))  # fmt: skip
+        for c in report.hardware[:12]:
+            mark = "*" if c["moves_numbers"] else " "
+            if "only_built" in c:
+                lines.append(f"    {mark} {c['field']}: only at build {c['only_built']}, only here {c['only_here']}")
+            else:
+                lines.append(f"    {mark} {c['field']}: {c['built']} → {c['here']}")
+        s = report.session
+        lines.append(f"  session      {s.get('intra_op_num_threads')} thread(s), {s.get('graph_optimization_level')}, "
+                     f"{', '.join(s.get('providers', []))}")  # fmt: skip
+    if report.outputs:
+        lines.append("  outputs")
+        lines += [_output_line(c) for c in report.outputs]
+    if report.causes:
+        lines.append("  likely causes")
+        lines += [f"    - {cause}" for cause in report.causes]
+    lines.append(f"verdict: {report.verdict}{'' if report.passed else ' (FAILED)'}  ({report.seconds:.2f} s)")
+    lines.append(report.message)
+    return "\n".join(lines)
+
+
+def render_build(package: Package) -> str:
+    m = package.manifest
+    parity = m["parity"]
+    parts = []
+    for out in parity["outputs"]:
+        if out["identical"]:
+            parts.append(f"{out['name']} identical")
+        elif out["kind"] == "label":
+            parts.append(f"{out['name']} {out['outside']} differ ({out['tied_rows']} tied)")
+        else:
+            parts.append(f"{out['name']} max abs {_num(float(out['max_abs']))}")
+    env = m["environment"]
+    runtime = env["runtime_lock"]
+    runtime_text = (f"{runtime['packages']} packages with hashes ({runtime['tool']})" if runtime["status"] == "complete"
+                    else f"missing: {runtime['reason']}")  # fmt: skip
+    build_lock = env["build_lock"]
+    return "\n".join([
+        f"built {package.name} {package.version} → {package.path}",
+        f"  digest        {package.digest}",
+        f"  model         {m['source']['model_class']} ({m['source']['framework']} {m['source']['framework_version']}), "
+        f"opsets {m['model']['opset_imports']}",
+        f"  parity        {parity['status']}: {'; '.join(parts)}",
+        f"  golden        {m['reference']['rows']} rows",
+        f"  build lock    {build_lock['packages']} packages, {build_lock['with_artifact_hash']} with artifact hashes"
+        + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
+        f"  runtime lock  {runtime_text}",
+        f"Verify it anywhere with: mlpack verify {package.path}",
+    ])  # fmt: skip
+
+
+def render_inspect(info: dict[str, Any]) -> str:
+    model = info["model"]
+    sig = lambda specs: ", ".join(f"{s['name']} {s['type'].removeprefix('tensor(').rstrip(')')}{s['shape']}" for s in specs)  # noqa: E731
+    lines = [
+        f"{info['name']} {info['version']}  {info['digest']}",
+        f"  created      {info['created']} by mlpack {info['mlpack_version']}",
+        f"  source       {info['source'].get('model_class')} ({info['source'].get('framework')} "
+        f"{info['source'].get('framework_version')})",
+        f"  model        {model['file']} sha256 {model['sha256'][:16]}…, opsets {model['opset_imports']}",
+        f"  inputs       {sig(model['inputs'])}",
+        f"  outputs      {sig(model['outputs'])}",
+        f"  parity       {info['parity']['status']}",
+        f"  reference    {info['reference']['rows']} golden rows",
+        f"  runtime      onnxruntime {info['runtime']['onnxruntime']}, {info['runtime']['session']['intra_op_num_threads']} thread(s)",
+        f"  hardware     {info['hardware'].get('cpu')} ({info['hardware'].get('logical_cores')} cores)",
+        "  files",
+    ]  # fmt: skip
+    lines += [f"    {f['path']:<24} {f['bytes'] if f['bytes'] is not None else 'MISSING':>10}  {f['sha256'][:16]}…"
+              for f in info["files"]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def render_hardware(profile: dict[str, Any]) -> str:
+    cpu = profile["cpu"]
+    ort = profile["onnxruntime"]
+    blas = ", ".join(profile["blas"])
+    gpus = ", ".join(f"{g['name']} (driver {g['driver']}, CUDA {g['cuda']})" for g in profile["gpus"]) or "none"
+    return "\n".join([
+        f"cpu          {cpu['vendor']} {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical / "
+        f"{cpu['physical_cores']} physical cores",
+        f"vector ISA   {' '.join(cpu['numeric_flags']) or 'none recognised'}",
+        f"memory       {profile['memory_bytes'] / 2**30:.1f} GiB",
+        f"os           {profile['os']['distribution'] or profile['os']['system']}, kernel {profile['os']['kernel']}, "
+        f"{profile['os']['libc']}",
+        f"python       {profile['python']['implementation']} {profile['python']['version']} ({profile['python']['compiler']})",
+        f"numpy        {profile['numpy']['version']}, dispatch {' '.join(profile['numpy']['dispatch'])}",
+        f"blas         {blas or 'not found'}",
+        f"onnxruntime  {ort['version']}, providers {', '.join(ort['providers'])}",
+        f"gpus         {gpus}",
+    ])  # fmt: skip

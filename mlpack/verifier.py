@@ -1,0 +1,176 @@
+"""mlpack verify: integrity, then environment and hardware differences, then a replay of the golden inputs.
+
+Gathering happens here; judging is pure (compare.compare, likely_causes). Nothing is unpickled and no
+training framework is imported: only onnxruntime and numpy run the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpack import compare, environment, hardware, reference
+from mlpack.errors import MlpackError
+from mlpack.fileio import load_npz
+from mlpack.package import BUILD_LOCK, HARDWARE, RUNTIME_LOCK, Package, Problem, check_integrity, open_package
+
+EXIT_CODES = {"identical": 0, "equivalent": 0, "mismatch": 1, "tampered": 3, "error": 4}
+
+
+@dataclass(frozen=True)
+class Report:
+    package: str
+    name: str
+    version: str
+    digest: str
+    verdict: str  # identical | equivalent | mismatch | tampered | error
+    passed: bool
+    message: str
+    integrity: list[Problem] = field(default_factory=list)
+    environment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    hardware: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[compare.OutputComparison] = field(default_factory=list)
+    session: dict[str, Any] = field(default_factory=dict)
+    causes: list[str] = field(default_factory=list)
+    strict: bool = False
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict] if self.passed or self.verdict != "equivalent" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package, "name": self.name, "version": self.version, "digest": self.digest,
+            "verdict": self.verdict, "passed": self.passed, "exit_code": self.exit_code, "message": self.message,
+            "strict": self.strict, "seconds": round(self.seconds, 4), "session": self.session,
+            "integrity": [vars(p) for p in self.integrity], "environment": self.environment,
+            "hardware": self.hardware, "outputs": [c.to_dict() for c in self.outputs], "causes": self.causes,
+        }  # fmt: skip
+
+
+_RUNTIME_WHY = {
+    "onnxruntime": "its kernels and graph optimisations change between releases",
+    "numpy": "it prepares the inputs and outputs",
+}
+
+
+def likely_causes(
+    env_diff: dict[str, list[dict[str, Any]]],
+    hw_diff: list[dict[str, Any]],
+    recorded_threads: int,
+    threads: int,
+) -> list[str]:
+    """The differences that can move numbers, likeliest first. Pure."""
+    causes = []
+    if threads != recorded_threads:
+        causes.append(
+            f"replayed with {threads} intra-op threads instead of the recorded {recorded_threads}: "
+            "tree ensembles and reductions sum in another order"
+        )
+    for change in env_diff.get("runtime", []):
+        why = _RUNTIME_WHY.get(change["name"], "it is part of the runtime lock")
+        here = change["here"] or "missing"
+        causes.append(f"{change['name']} {here} here vs {change['locked']} at build: {why}")
+    by_field = {change["field"]: change for change in hw_diff if change["moves_numbers"]}
+    if "onnxruntime.version" in by_field and not any(c["name"] == "onnxruntime" for c in env_diff.get("runtime", [])):
+        c = by_field["onnxruntime.version"]
+        causes.append(f"onnxruntime {c['here']} here vs {c['built']} at build: {_RUNTIME_WHY['onnxruntime']}")
+    if "cpu.numeric_flags" in by_field:
+        c = by_field["cpu.numeric_flags"]
+        causes.append(
+            f"the CPU's vector extensions differ (only at build: {', '.join(c['only_built']) or 'none'}; "
+            f"only here: {', '.join(c['only_here']) or 'none'}): onnxruntime and BLAS pick other kernels"
+        )
+    for name, text in (
+        ("cpu.vendor", "another CPU vendor"), ("cpu.model", "another CPU model"), ("cpu.arch", "another architecture"),
+        ("onnxruntime.providers", "other onnxruntime execution providers"), ("gpus", "another GPU"),
+        ("blas", "another BLAS build"), ("numpy.dispatch", "numpy dispatches to other SIMD code"),
+    ):  # fmt: skip
+        if name in by_field:
+            c = by_field[name]
+            causes.append(f"{text} ({c['built']} at build, {c['here']} here)")
+    if "cpu.logical_cores" in by_field and threads == recorded_threads:
+        c = by_field["cpu.logical_cores"]
+        causes.append(f"{c['here']} logical cores here vs {c['built']} at build")
+    return causes or ["no difference in the runtime, environment or hardware was found: suspect the model's own "
+                      "nondeterminism, or reference outputs altered before the manifest was written"]  # fmt: skip
+
+
+def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison], strict: bool) -> str:
+    if verdict == "identical":
+        return "Every output is bit-identical to the golden outputs."
+    if verdict == "equivalent":
+        worst = max(outputs, key=lambda c: c.max_abs if c.max_abs == c.max_abs else 0.0)
+        text = f"All outputs are within tolerance but not bit-identical (largest abs difference {worst.max_abs:.3g} in {worst.name})."
+        return text + (" --strict demands bit identity." if strict else "")
+    bad = [c for c in outputs if not c.passed]
+    parts = [c.problem or f"{c.name}: {c.outside} of {c.total} outside tolerance" for c in bad]
+    return "Outputs differ beyond tolerance: " + "; ".join(parts) + "."
+
+
+def verify(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    threads: int | None = None,
+    expect_digest: str | None = None,
+) -> Report:
+    """Verify a package on this machine and return the report (raises only when it is not a package)."""
+    started = time.perf_counter()
+    package: Package = open_package(path)
+    base = {"package": str(package.path), "name": package.name, "version": package.version,
+            "digest": package.digest, "strict": strict}  # fmt: skip
+
+    problems = check_integrity(package)
+    if expect_digest and expect_digest.removeprefix("sha256:") != package.digest.removeprefix("sha256:"):
+        problems.insert(0, Problem("mlpack.json", "changed", f"manifest digest {package.digest} ≠ expected {expect_digest}"))
+    if problems:
+        names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
+        return Report(**base, verdict="tampered", passed=False, integrity=problems,
+                      message=f"The package's files do not match its manifest: {names}.",
+                      seconds=time.perf_counter() - started)  # fmt: skip
+
+    manifest = package.manifest
+    root = package.path
+    here = environment.installed()
+    runtime_lock = root / RUNTIME_LOCK
+    pins = (
+        environment.parse_requirements_lock(runtime_lock.read_text())
+        if runtime_lock.is_file()
+        else {k: v for k, v in manifest.get("environment", {}).get("runtime", {}).items() if v}
+    )
+    build_lock = environment.read_build_lock(root / BUILD_LOCK) if (root / BUILD_LOCK).is_file() else {}
+    env_diff = environment.diff(pins, build_lock, here)
+    import json
+
+    built_profile = json.loads((root / HARDWARE).read_text()) if (root / HARDWARE).is_file() else {}
+    hw_diff = hardware.diff(built_profile, hardware.profile()) if built_profile else []
+
+    settings = reference.SessionSettings.from_dict(manifest["runtime"]["session"])
+    recorded_threads = settings.intra_op_num_threads
+    if threads is not None:
+        settings = reference.SessionSettings.from_dict({**settings.to_dict(), "intra_op_num_threads": threads})
+    gathered = {**base, "integrity": [], "environment": env_diff, "hardware": hw_diff, "session": settings.to_dict()}
+    try:
+        session = reference.open_session(root / manifest["model"]["file"], settings)
+        feeds = load_npz(root / manifest["reference"]["inputs"])
+        expected = load_npz(root / manifest["reference"]["outputs"])
+        actual = reference.run(session, feeds, bool(manifest["reference"].get("row_batches")))
+    except MlpackError as exc:
+        return Report(**gathered, verdict="error", passed=False, message=exc.message,
+                      causes=likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads),
+                      seconds=time.perf_counter() - started)  # fmt: skip
+
+    kinds = {spec["name"]: spec["kind"] for spec in manifest["model"]["outputs"]}
+    tolerances = {name: compare.Tolerance(**spec) for name, spec in manifest["tolerances"].items()}
+    outputs = compare.compare(expected, actual, kinds, tolerances)
+    verdict = compare.verdict(outputs)
+    passed = verdict == "identical" or (verdict == "equivalent" and not strict)
+    causes = [] if verdict == "identical" else likely_causes(
+        env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads
+    )
+    return Report(**gathered, verdict=verdict, passed=passed, outputs=outputs, causes=causes,
+                  message=_summary(verdict, passed, outputs, strict), seconds=time.perf_counter() - started)  # fmt: skip
