@@ -167,7 +167,7 @@ def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
 
     packages = []
     for dist in dists.values():
-        tool: dict[str, Any] = {"record-sha256": dist.record_sha256}
+        tool: dict[str, Any] = {"record-sha256": dist.record_sha256} if dist.record_sha256 else {"no-record": True}
         fields: dict[str, Any] = {}
         info = artifacts.get(dist.name)
         direct = dist.direct_url or {}
@@ -216,14 +216,17 @@ def runtime_versions() -> dict[str, str | None]:
 def runtime_lock(resolve: bool, index: str) -> tuple[str | None, dict[str, Any]]:
     """Hashed requirements for a serving machine, pinned to this environment's versions.
 
-    uv is preferred when installed (about 20x faster here); pip-compile gives the same file.
+    uv is preferred when installed (about 20x faster here); pip-compile gives the same file, and
+    MLPACK_LOCK_TOOL=pip-compile selects it.
     """
     if not resolve:
         return None, {"status": "missing", "reason": "resolution skipped (resolve=False)"}
     dists = installed()
     requirements = [f"{n}=={v}" for n, v in runtime_versions().items() if v]
     constraints = sorted(f"{d.name}=={d.version}" for d in dists.values() if d.from_index)
-    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if os.environ.get("MLPACK_LOCK_TOOL") == "pip-compile":
+        uv = None  # both tools give the same pins; this lets users (and tests) pick the reference one
     tool = "uv" if uv else "pip-compile"
 
     def compile_lock() -> str:

@@ -1,0 +1,154 @@
+"""The main path: build a package (API and CLI), verify it, inspect it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlpack
+from mlpack.package import check_integrity, open_package
+from tests.conftest import CliRunner
+
+
+def test_api_build_returns_package_with_digest_and_parity(built: Path) -> None:
+    package = open_package(built)
+    m = package.manifest
+    assert package.digest.startswith("sha256:") and len(package.digest) == 71
+    assert m["format"] == 1 and m["name"] == "forest" and m["version"] == "1"
+    assert m["source"]["framework"] == "sklearn"
+    assert m["source"]["model_class"].endswith("RandomForestClassifier")
+    assert m["parity"]["status"] == "passed"
+    parity = {o["name"]: o for o in m["parity"]["outputs"]}
+    assert parity["label"]["identical"] and parity["label"]["passed"]
+    assert parity["probabilities"]["passed"] and parity["probabilities"]["max_abs"] < 1e-5
+    assert m["parity"]["input_cast"] == {"X": "float64->float32"}
+    # every file but the manifest is hashed, and nothing is unlisted
+    on_disk = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()} - {"mlpack.json"}
+    assert set(m["files"]) == on_disk
+    assert {"model.onnx", "reference/inputs.npz", "reference/outputs.npz", "env/pylock.toml",
+            "env/requirements.lock", "hardware.json"} <= on_disk  # fmt: skip
+    assert check_integrity(package) == []
+    # tolerances by output kind, session options recorded for replay
+    assert m["tolerances"]["label"]["atol"] == 0
+    assert m["tolerances"]["probabilities"] == {"atol": 1e-4, "rtol": 1e-3, "labels": "exact-unless-tied"}
+    assert m["runtime"]["session"]["intra_op_num_threads"] == 1
+    assert m["model"]["opset_imports"]["ai.onnx"] == 17
+    assert [o["kind"] for o in m["model"]["outputs"]] == ["label", "probabilities"]
+    assert m["reference"]["rows"] == 150
+
+
+def test_golden_outputs_are_what_onnxruntime_gives(built: Path) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(built / "model.onnx"), providers=["CPUExecutionProvider"])
+    with np.load(built / "reference/inputs.npz") as inputs, np.load(built / "reference/outputs.npz") as outputs:
+        got = session.run(None, {"X": inputs["X"]})
+        assert np.array_equal(got[0], outputs["label"])
+        assert np.allclose(got[1], outputs["probabilities"], atol=1e-6)
+
+
+def test_verify_identical_on_the_building_machine(package: Path, cli: CliRunner) -> None:
+    report = mlpack.verify(package)
+    assert report.verdict == "identical" and report.passed and report.exit_code == 0
+    assert report.environment["runtime"] == [] and report.hardware == []
+    assert all(c.identical for c in report.outputs)
+    result = cli("verify", package)
+    assert result.returncode == 0, result.stderr
+    assert "verdict: identical" in result.stdout
+
+
+def test_verify_other_thread_count_is_equivalent_with_numbers(package: Path, cli: CliRunner) -> None:
+    report = mlpack.verify(package, threads=2)
+    assert report.verdict == "equivalent", report.message
+    probabilities = next(c for c in report.outputs if c.name == "probabilities")
+    assert not probabilities.identical and probabilities.passed
+    assert 0 < probabilities.max_abs < 1e-5 and probabilities.max_ulp and probabilities.max_ulp > 0
+    assert any("2 intra-op threads instead of the recorded 1" in cause for cause in report.causes)
+    result = cli("verify", package, "--threads", "2", "--json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "equivalent" and data["session"]["intra_op_num_threads"] == 2
+    assert data["outputs"][1]["max_abs"] > 0
+    strict = cli("verify", package, "--threads", "2", "--strict", "--json")
+    assert strict.returncode == 1
+    assert json.loads(strict.stdout)["passed"] is False
+
+
+def test_cli_build_from_skops_then_verify_and_inspect(
+    pipeline: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path, cli: CliRunner
+) -> None:
+    import skops.io as sio
+
+    sio.dump(pipeline, tmp_path / "model.skops")
+    np.save(tmp_path / "sample.npy", iris[0][:20])
+    result = cli("build", tmp_path / "model.skops", "--sample", tmp_path / "sample.npy", "--name", "pipe",
+                 "--version", "2", "--out", tmp_path / "dist")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "converting with sklearn" in result.stderr  # progress is shown
+    target = tmp_path / "dist" / "pipe-2"
+    assert f"built pipe 2 → {target}" in result.stdout
+    manifest = json.loads((target / "mlpack.json").read_text())
+    assert manifest["model"]["source_file"]["name"] == "model.skops"
+    assert manifest["source"]["model_class"] == "sklearn.pipeline.Pipeline"
+
+    verified = cli("verify", target, "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["verdict"] == "identical"
+
+    inspected = cli("inspect", target, "--json")
+    assert inspected.returncode == 0
+    info = json.loads(inspected.stdout)
+    assert info["digest"] == open_package(target).digest
+    assert {f["path"] for f in info["files"]} >= {"model.onnx", "mlpack.json", "hardware.json"}
+    assert info["model"]["inputs"] == [{"name": "X", "type": "tensor(float)", "shape": ["?", 4]}]
+    text = cli("inspect", target)
+    assert "pipe 2" in text.stdout and "model.onnx" in text.stdout
+
+
+def test_cli_build_from_onnx_file(built: Path, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path,
+                                  cli: CliRunner) -> None:  # fmt: skip
+    np.savez(tmp_path / "sample.npz", X=iris[0][:10].astype(np.float32))
+    result = cli("build", built / "model.onnx", "--sample", tmp_path / "sample.npz", "--out", tmp_path,
+                 "--no-resolve", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    manifest = data["manifest"]
+    assert manifest["name"] == "model" and manifest["source"]["framework"] == "onnx"
+    assert manifest["parity"]["compared"] == "source ONNX vs canonical"
+    assert all(o["identical"] for o in manifest["parity"]["outputs"])
+    # an already canonical model keeps its bytes
+    assert (Path(data["package"]) / "model.onnx").read_bytes() == (built / "model.onnx").read_bytes()
+    assert cli("verify", data["package"]).returncode == 0
+
+
+def test_csv_sample(forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    lines = ["sepal_length,sepal_width,petal_length,petal_width"] + [",".join(map(str, row)) for row in iris[0][:7]]
+    (tmp_path / "sample.csv").write_text("\n".join(lines) + "\n")
+    package = mlpack.build(forest, sample=tmp_path / "sample.csv", out=tmp_path, resolve=False)
+    assert package.manifest["reference"]["rows"] == 7
+    assert mlpack.verify(package.path).verdict == "identical"
+
+
+def test_lock_and_hardware_commands(tmp_path: Path, cli: CliRunner) -> None:
+    result = cli("lock", "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["runtime_lock"]["status"] == "complete"
+    assert (tmp_path / "pylock.toml").is_file() and (tmp_path / "requirements.lock").is_file()
+    hw = cli("hardware", "--json")
+    assert hw.returncode == 0
+    profile = json.loads(hw.stdout)
+    assert profile["cpu"]["logical_cores"] >= 1 and profile["onnxruntime"]["version"]
+    assert "CPUExecutionProvider" in profile["onnxruntime"]["providers"]
+    assert profile["os"]["libc"].startswith("glibc") and profile["numpy"]["version"] == np.__version__
+    text = cli("hardware")
+    assert "vector ISA" in text.stdout and "onnxruntime" in text.stdout
+
+
+@pytest.mark.parametrize("command", ["build", "verify", "inspect", "lock", "hardware"])
+def test_help_teaches(command: str, cli: CliRunner) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0
+    assert "--json" in result.stdout
