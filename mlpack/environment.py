@@ -43,6 +43,18 @@ class Distribution:
         return self.direct_url is None
 
 
+# RECORD lines that say how a wheel was installed rather than what it installed.
+# Entry points under ../bin depend on where the environment lives (and embed its interpreter path).
+_INSTALL_NOISE = re.compile(r"(^|/)(INSTALLER|REQUESTED|RECORD|direct_url\.json),|__pycache__/|\.pyc,|^\.\./")
+
+
+def _record_fingerprint(record: str) -> str:
+    """sha256 over the sorted file entries of RECORD (path, hash, size): the same wheel installed by any
+    installer, anywhere, gives the same fingerprint; another build of the same version does not."""
+    lines = sorted(line for line in record.splitlines() if line.strip() and not _INSTALL_NOISE.search(line))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def installed() -> dict[str, Distribution]:
     """Installed distributions, the first on sys.path winning, exactly as imports resolve them."""
     found: dict[str, Distribution] = {}
@@ -58,7 +70,7 @@ def installed() -> dict[str, Distribution]:
         found[name] = Distribution(
             name=name,
             version=dist.version,
-            record_sha256=hashlib.sha256(record.encode()).hexdigest() if record is not None else None,
+            record_sha256=_record_fingerprint(record) if record is not None else None,
             direct_url=json.loads(direct) if direct else None,
         )
     return dict(sorted(found.items()))
@@ -166,6 +178,7 @@ def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
             status, reason = "offline", str(exc)
 
     packages = []
+    unlocked = []  # PEP 751 demands a source for every package; those without one are kept aside
     for dist in dists.values():
         tool: dict[str, Any] = {"record-sha256": dist.record_sha256} if dist.record_sha256 else {"no-record": True}
         fields: dict[str, Any] = {}
@@ -186,8 +199,10 @@ def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
                 fields.update(index=index, wheels=[PackageWheel(url=info["url"], hashes=hashes)])
             else:
                 fields.update(index=index, sdist=PackageSdist(url=info["url"], hashes=hashes))
-        elif status == "complete":
-            tool["unresolved"] = f"not found on {index}"
+        else:
+            why = reason if status != "complete" else f"not found on {index}"
+            unlocked.append({"name": dist.name, "version": dist.version, **tool, "reason": why})
+            continue
         packages.append(Package(name=dist.name, version=Version(dist.version), tool={"mlpack": tool}, **fields))  # type: ignore[arg-type]
 
     lock = Pylock(
@@ -195,16 +210,17 @@ def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
         created_by="mlpack",
         requires_python=None,
         packages=packages,
-        tool={"mlpack": {"python": sys.version.split()[0], "platform": sys.platform, "artifacts": status}},
+        tool={"mlpack": {"python": sys.version.split()[0], "platform": sys.platform, "artifacts": status,
+                         "unlocked": unlocked}},  # fmt: skip
     )
+    lock.validate()
     summary = {
-        "packages": len(packages),
+        "packages": len(packages) + len(unlocked),
         "with_artifact_hash": sum(1 for p in packages if p.wheels or p.sdist),
+        "unlocked": len(unlocked),
         "artifacts": status,
         **({"reason": reason} if reason else {}),
     }
-    if all(p.wheels or p.sdist or p.vcs or p.directory for p in packages):
-        lock.validate()  # entries without an artifact (offline builds) cannot satisfy PEP 751's source rule
     return tomli_w.dumps(lock.to_dict()), summary
 
 
@@ -267,15 +283,18 @@ def parse_requirements_lock(text: str) -> dict[str, str]:
 
 
 def read_build_lock(path: Path) -> dict[str, dict[str, Any]]:
-    """name -> {version, record-sha256} from a pylock.toml, read with tomllib (fast, no validation needed)."""
+    """name -> {version, record-sha256} from a pylock.toml and its unlocked list, read with tomllib (fast)."""
     data = tomllib.loads(path.read_text())
-    return {
+    entries = {
         canonicalize_name(p["name"]): {
             "version": p.get("version"),
             "record_sha256": p.get("tool", {}).get("mlpack", {}).get("record-sha256"),
         }
         for p in data.get("packages", [])
     }
+    for p in data.get("tool", {}).get("mlpack", {}).get("unlocked", []):
+        entries[canonicalize_name(p["name"])] = {"version": p.get("version"), "record_sha256": p.get("record-sha256")}
+    return entries
 
 
 def diff(
