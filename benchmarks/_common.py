@@ -28,7 +28,8 @@ def build_iris(out: Path, name: str = "iris") -> Path:
     import mlpack
 
     model, x_test = iris_forest()
-    return Path(mlpack.build(model, sample=x_test, name=name, version="1", out=out, resolve=False, force=True).path)
+    package = mlpack.build(model, sample=x_test, name=name, version="1", out=out, resolve=False, force=True)
+    return Path(package.path)
 
 
 def median(values: list[float]) -> float:

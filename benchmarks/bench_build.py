@@ -119,7 +119,7 @@ def main() -> None:
         root = Path(tmp)
 
         def build() -> object:
-            return mlpack.build(model, sample=x_test, name="iris", version="1", out=root, resolve=False, force=True)
+            return mlpack.build(model, sample=x_test, name="iris", out=root, resolve=False, force=True)
 
         worker: MlflowWorker | None = None
         python = mlflow_python()
@@ -132,7 +132,7 @@ def main() -> None:
         if worker:
             kind, label = "mlflow", worker.label
             if worker.sklearn_version != sklearn.__version__:
-                print(f"warning: the worker has scikit-learn {worker.sklearn_version}, this has {sklearn.__version__}")
+                print(f"warning: scikit-learn {worker.sklearn_version} in the worker, {sklearn.__version__} here")
             saves = iter(range(runs + 1))
 
             def baseline() -> float:
@@ -153,7 +153,7 @@ def main() -> None:
         if worker:
             worker.close()
 
-    print(f"model: iris RandomForestClassifier(100 trees), {len(x_test)} sample rows, {runs} interleaved runs each")
+    print(f"model: iris RandomForestClassifier(100 trees), {len(x_test)} sample rows; {runs} interleaved runs")
     print("mlpack.build(resolve=False): runtime-lock resolution against the index is excluded")
     for name, values in times.items():
         print(f"  {name:<14} median {median(values) * 1000:7.1f} ms   p90 {p90(values) * 1000:7.1f} ms")

@@ -62,7 +62,7 @@ def main() -> None:
             for label in order:
                 times[label].append(timed(commands[label]))
 
-    print(f"package: iris RandomForestClassifier(100 trees), {runs} interleaved runs each, python {sys.version.split()[0]}")
+    print(f"package: iris RandomForestClassifier(100 trees); {runs} interleaved runs of each command")
     for label, values in times.items():
         print(f"  {label:<24} median {median(values) * 1000:7.1f} ms   p90 {p90(values) * 1000:7.1f} ms")
     ratio = median(times["mlpack verify"]) / median(times["bare onnxruntime+numpy"])

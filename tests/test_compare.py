@@ -1,0 +1,98 @@
+"""The pure comparison logic, on hand-made arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlpack.compare import (
+    DEFAULT_TOLERANCES, Tolerance, compare, compare_output, resolve_tolerances, verdict,
+)  # fmt: skip
+
+PROB = DEFAULT_TOLERANCES["probabilities"]
+
+
+def test_bitwise_identical() -> None:
+    a = np.array([[0.25, 0.75]], np.float32)
+    c = compare_output("p", "probabilities", a, a.copy(), PROB)
+    assert c.identical and c.passed and c.max_abs == 0 and c.max_ulp == 0 and c.worst is None
+
+
+def test_ulps_count_representable_steps() -> None:
+    a = np.array([1.0, -1.0, 2.0], np.float32)
+    b = a.copy()
+    b[0] = np.nextafter(np.nextafter(b[0], np.float32(2)), np.float32(2))  # two steps up
+    b[1] = np.nextafter(b[1], np.float32(0))  # one step towards zero
+    c = compare_output("v", "value", a, b, Tolerance(atol=1e-5, rtol=0))
+    assert c.max_ulp == 2 and c.passed and not c.identical
+
+
+def test_tiny_references_are_left_out_of_ulps() -> None:
+    a = np.array([0.0, 1.0], np.float64)
+    b = np.array([1e-300, 1.0], np.float64)
+    c = compare_output("v", "value", a, b, Tolerance(atol=1e-6, rtol=0))
+    assert c.max_ulp == 0 and c.passed and c.max_abs == pytest.approx(1e-300)
+
+
+def test_outside_tolerance_reports_worst_element() -> None:
+    a = np.zeros((3, 2), np.float32)
+    b = a.copy()
+    b[2, 1] = 0.5
+    b[0, 0] = 1e-6
+    c = compare_output("p", "probabilities", a, b, PROB)
+    assert not c.passed and c.outside == 1 and c.worst == {"index": [2, 1], "expected": 0.0, "actual": 0.5}
+    assert c.max_rel == float("inf") and c.to_dict()["max_rel"] == "inf"  # JSON-safe
+
+
+def test_tolerance_formula_is_atol_plus_rtol_times_reference() -> None:
+    a = np.array([100.0])
+    tol = Tolerance(atol=0.0, rtol=1e-3)
+    assert compare_output("v", "value", a, np.array([100.09]), tol).passed
+    assert not compare_output("v", "value", a, np.array([100.11]), tol).passed
+
+
+def test_nan_in_the_same_place_is_equal_elsewhere_it_is_not() -> None:
+    a = np.array([np.nan, 1.0])
+    same = compare_output("v", "value", a, np.array([np.nan, 1.0]), DEFAULT_TOLERANCES["value"])
+    assert same.passed and same.identical
+    moved = compare_output("v", "value", a, np.array([1.0, 1.0]), DEFAULT_TOLERANCES["value"])
+    assert not moved.passed and moved.outside == 1
+
+
+def test_shape_and_dtype_changes_are_problems() -> None:
+    a = np.zeros((2, 2), np.float32)
+    assert compare_output("v", "value", a, np.zeros((2, 3), np.float32), PROB).problem
+    assert compare_output("v", "value", a, np.zeros((2, 2), np.float64), PROB).problem
+
+
+def test_labels_exact_except_reference_ties() -> None:
+    probs = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.50004, 0.49996, 0.0]], np.float32)
+    labels = np.array([0, 0, 0])
+    flipped_tie = np.array([1, 0, 1])
+    result = compare({"label": labels, "probabilities": probs}, {"label": flipped_tie, "probabilities": probs},
+                     {"label": "label", "probabilities": "probabilities"},
+                     resolve_tolerances({"label": "label", "probabilities": "probabilities"}))  # fmt: skip
+    label = result[0]
+    assert label.passed and label.tied_rows == 2 and not label.identical
+    assert verdict(result) == "equivalent"
+    flipped_confident = np.array([0, 1, 0])
+    result = compare({"label": labels, "probabilities": probs}, {"label": flipped_confident, "probabilities": probs},
+                     {"label": "label", "probabilities": "probabilities"},
+                     resolve_tolerances({"label": "label", "probabilities": "probabilities"}))  # fmt: skip
+    assert not result[0].passed and result[0].outside == 1 and verdict(result) == "mismatch"
+
+
+def test_string_labels() -> None:
+    a = np.array(["setosa", "virginica"])
+    assert compare_output("label", "label", a, a.copy(), DEFAULT_TOLERANCES["label"]).identical
+    c = compare_output("label", "label", a, np.array(["setosa", "versicolor"]), DEFAULT_TOLERANCES["label"])
+    assert not c.passed and c.worst == {"index": [1], "expected": "virginica", "actual": "versicolor"}
+
+
+def test_resolve_tolerances_by_kind_then_name() -> None:
+    kinds = {"label": "label", "probabilities": "probabilities", "score": "value"}
+    assert resolve_tolerances(kinds)["score"] == DEFAULT_TOLERANCES["value"]
+    override = resolve_tolerances(kinds, {"value": {"atol": 1e-3}, "score": {"rtol": 0.5}})
+    assert override["score"] == Tolerance(atol=1e-3, rtol=0.5)
+    assert resolve_tolerances(kinds, 0.01)["probabilities"].atol == 0.01
+    assert resolve_tolerances(kinds, 0.01)["label"].atol == 0.0
