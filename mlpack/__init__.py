@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["build", "verify", "inspect", "open_package", "MlpackError", "__version__"]
+__all__ = ["MlpackError", "__version__", "build", "inspect", "open_package", "verify"]
 
 if TYPE_CHECKING:
     from mlpack.builder import build

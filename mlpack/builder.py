@@ -20,9 +20,20 @@ from mlpack.convert.onnx_model import parse_onnx
 from mlpack.errors import ConversionError, UsageError
 from mlpack.fileio import canonical_json, npz_bytes, sha256_bytes, sha256_file, write_atomic
 from mlpack.package import (
-    BUILD_LOCK, FORMAT, HARDWARE, INPUTS, MANIFEST, MODEL, OUTPUTS, RUNTIME_LOCK, Package, open_package,
-    package_dir_name, refuse_existing, staging,
-)  # fmt: skip
+    BUILD_LOCK,
+    FORMAT,
+    HARDWARE,
+    INPUTS,
+    MANIFEST,
+    MODEL,
+    OUTPUTS,
+    RUNTIME_LOCK,
+    Package,
+    open_package,
+    package_dir_name,
+    refuse_existing,
+    staging,
+)
 from mlpack.sample import fit_to_inputs, load_sample
 
 DEFAULT_OPSET = 17  # loads on onnxruntime 1.14 and newer; skl2onnx's own default may not
@@ -74,7 +85,7 @@ def load_model_file(path: Path, trust_pickle: bool = False, trusted_types: tuple
 
             return joblib.load(path)
         with open(path, "rb") as f:
-            return pickle.load(f)  # noqa: S301 - the user vouched for this file with --trust-pickle
+            return pickle.load(f)
     raise UsageError(f"{path} has an unknown model format; supported: {', '.join(MODEL_SUFFIXES)}.")
 
 
@@ -241,8 +252,12 @@ def build(
                 "input_cast": {**converted.input_cast, **casts},
                 "outputs": [c.to_dict() for c in parity],
             },
-            "reference": {"inputs": INPUTS, "outputs": OUTPUTS, "rows": int(len(next(iter(feeds.values())))),
-                          "row_batches": row_batches},  # fmt: skip
+            "reference": {
+                "inputs": INPUTS,
+                "outputs": OUTPUTS,
+                "rows": len(next(iter(feeds.values()))),
+                "row_batches": row_batches,
+            },
             "runtime": {"onnxruntime": profile["onnxruntime"]["version"], "session": settings.to_dict()},
             "tolerances": {n: t.to_dict() for n, t in tols.items()},
             "environment": {

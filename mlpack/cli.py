@@ -39,7 +39,10 @@ def _fail(exc: BaseException, as_json: bool) -> NoReturn:
     if isinstance(exc, MlpackError):
         code, message = exc.exit_code, exc.message
     else:
-        code, message = 2, f"unexpected failure: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)"
+        code, message = (
+            2,
+            f"unexpected failure: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)",
+        )
     if _state["debug"]:
         traceback.print_exception(exc)
     if as_json:
@@ -97,31 +100,60 @@ def _parse_lineage(items: list[str]) -> dict[str, str]:
 
 @app.command()
 def build(
-    model: Annotated[str | None, typer.Argument(
-        help="Model file: .onnx, .skops, or .joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
-        show_default=False)] = None,
-    sample: Annotated[str | None, typer.Option(
-        help="Golden inputs: .npy, .npz keyed by input name, or .csv. Default: [tool.mlpack] sample.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="Model file: .onnx, .skops, or .joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
+            show_default=False,
+        ),
+    ] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            help="Golden inputs: .npy, .npz keyed by input name, or .csv. Default: [tool.mlpack] sample."
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Package name. Default: the model file's stem.")] = None,
     version: Annotated[str | None, typer.Option(help="Package version. [default: 1]", show_default=False)] = None,
-    out: Annotated[str | None, typer.Option(help="Folder that receives NAME-VERSION/. [default: dist]",
-                                            show_default=False)] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Folder that receives NAME-VERSION/. [default: dist]", show_default=False)
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace a package that already exists at the target.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(
-        help="Allow .pkl/.joblib models. Unpickling runs arbitrary code: only for files you trust.")] = False,
-    trust_type: Annotated[list[str] | None, typer.Option(
-        help="Trust a non-scikit-learn type inside a .skops file (repeatable).")] = None,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads recorded for replay. [default: 1]",
-                                                show_default=False)] = None,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset for conversion. [default: 17]", show_default=False)] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(help="Allow .pkl/.joblib models. Unpickling runs arbitrary code: only for files you trust."),
+    ] = False,
+    trust_type: Annotated[
+        list[str] | None, typer.Option(help="Trust a non-scikit-learn type inside a .skops file (repeatable).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="onnxruntime intra-op threads recorded for replay. [default: 1]", show_default=False),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset for conversion. [default: 17]", show_default=False)
+    ] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance for every float output.")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance for every float output.")] = None,
-    accept_parity: Annotated[bool, typer.Option(
-        help="Package even if the ONNX outputs differ from the native model's; the manifest records it.")] = False,
-    no_resolve: Annotated[bool, typer.Option(
-        "--no-resolve", help="Do not contact the index: no artifact hashes, no runtime lock (the manifest says so).")] = False,
-    index_url: Annotated[str | None, typer.Option(help="Index for the locks. [default: PyPI]", show_default=False)] = None,
-    lineage: Annotated[list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")] = None,
+    accept_parity: Annotated[
+        bool,
+        typer.Option(
+            help="Package even if the ONNX outputs differ from the native model's; the manifest records it."
+        ),
+    ] = False,
+    no_resolve: Annotated[
+        bool,
+        typer.Option(
+            "--no-resolve",
+            help="Do not contact the index: no artifact hashes, no runtime lock (the manifest says so).",
+        ),
+    ] = False,
+    index_url: Annotated[
+        str | None, typer.Option(help="Index for the locks. [default: PyPI]", show_default=False)
+    ] = None,
+    lineage: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -137,12 +169,18 @@ def build(
         chosen_model = model or settings.get("model")
         chosen_sample = sample or settings.get("sample")
         if not chosen_model or not chosen_sample:
-            raise UsageError("Give a MODEL and --sample, or set model and sample under [tool.mlpack] in pyproject.toml.")
+            raise UsageError(
+                "Give a MODEL and --sample, or set model and sample under [tool.mlpack] in pyproject.toml."
+            )
         tolerances: Any = settings.get("tolerances")
         if atol is not None or rtol is not None:
             spec = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
             tolerances = {"probabilities": spec, "value": spec}
-        progress = None if quiet or as_json else (lambda step: sys.stderr.write(f"mlpack: {step}…\n"))
+
+        def progress(step: str) -> None:
+            if not (quiet or as_json):
+                sys.stderr.write(f"mlpack: {step}…\n")
+
         package = build_package(
             chosen_model,
             chosen_sample,
@@ -162,8 +200,11 @@ def build(
             max_rows=settings.get("max_rows") or 1024,
             progress=progress,
         )
-        _emit({"package": str(package.path), "digest": package.digest, "manifest": package.manifest}, as_json,
-              lambda: render_build(package))
+        _emit(
+            {"package": str(package.path), "digest": package.digest, "manifest": package.manifest},
+            as_json,
+            lambda: render_build(package),
+        )
 
     _run(as_json, action)
 
@@ -172,10 +213,12 @@ def build(
 def verify(
     package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
     strict: Annotated[bool, typer.Option(help="Demand bit-identical outputs; 'equivalent' then exits 1.")] = False,
-    threads: Annotated[int | None, typer.Option(
-        help="Replay with this many intra-op threads instead of the recorded count.")] = None,
-    digest: Annotated[str | None, typer.Option(
-        help="Expected package digest (sha256:…); any other manifest counts as tampered.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Replay with this many intra-op threads instead of the recorded count.")
+    ] = None,
+    digest: Annotated[
+        str | None, typer.Option(help="Expected package digest (sha256:…); any other manifest counts as tampered.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
@@ -217,8 +260,9 @@ def inspect(
 def lock(
     out: Annotated[str, typer.Option(help="Folder for pylock.toml and requirements.lock.")] = ".",
     no_resolve: Annotated[bool, typer.Option("--no-resolve", help="Do not contact the index.")] = False,
-    index_url: Annotated[str | None, typer.Option(help="Index to resolve against. [default: PyPI]",
-                                                  show_default=False)] = None,
+    index_url: Annotated[
+        str | None, typer.Option(help="Index to resolve against. [default: PyPI]", show_default=False)
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Lock this environment: pylock.toml (everything installed, hashed) and requirements.lock (runtime, hashed)."""
@@ -232,10 +276,14 @@ def lock(
 
         def text() -> str:
             build_lock = summary["build_lock"]
-            lines = [f"wrote {folder / 'pylock.toml'}: {build_lock['packages']} packages, "
-                     f"{build_lock['with_artifact_hash']} with artifact hashes"]  # fmt: skip
+            lines = [
+                f"wrote {folder / 'pylock.toml'}: {build_lock['packages']} packages, "
+                f"{build_lock['with_artifact_hash']} with artifact hashes"
+            ]
             if runtime["status"] == "complete":
-                lines.append(f"wrote {folder / 'requirements.lock'}: {runtime['packages']} packages ({runtime['tool']})")
+                lines.append(
+                    f"wrote {folder / 'requirements.lock'}: {runtime['packages']} packages ({runtime['tool']})"
+                )
             else:
                 lines.append(f"no requirements.lock: {runtime['reason']}")
             return "\n".join(lines)

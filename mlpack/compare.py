@@ -52,16 +52,17 @@ class OutputComparison:
             if not np.isfinite(data[key]):
                 data[key] = str(data[key])
         if data["worst"]:
-            data["worst"] = {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v)
-                             for k, v in data["worst"].items()}  # fmt: skip
+            data["worst"] = {
+                k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in data["worst"].items()
+            }
         return data
 
 
 def _ordered(values: np.ndarray) -> np.ndarray:
     """Map floats to integers whose difference counts the representable values between them (ULPs)."""
-    bits = {2: np.int16, 4: np.int32, 8: np.int64}[values.dtype.itemsize]
+    bits = np.dtype(f"int{8 * values.dtype.itemsize}")
     ints = values.view(bits).astype(np.int64)
-    return np.where(ints < 0, np.iinfo(bits).min - ints, ints)
+    return np.asarray(np.where(ints < 0, int(np.iinfo(bits).min) - ints, ints))
 
 
 def _scalar(value: Any) -> Any:
@@ -88,10 +89,20 @@ def compare_output(
 
     def result(**kw: Any) -> OutputComparison:
         base: dict[str, Any] = dict(
-            name=name, kind=kind, shape=shape, identical=False, passed=False, max_abs=float("inf"),
-            max_rel=float("inf"), max_ulp=None, outside=int(expected.size), total=int(expected.size),
-            tied_rows=0, worst=None, problem=None,
-        )  # fmt: skip
+            name=name,
+            kind=kind,
+            shape=shape,
+            identical=False,
+            passed=False,
+            max_abs=float("inf"),
+            max_rel=float("inf"),
+            max_ulp=None,
+            outside=int(expected.size),
+            total=int(expected.size),
+            tied_rows=0,
+            worst=None,
+            problem=None,
+        )
         base.update(kw)
         return OutputComparison(**base)
 
@@ -117,9 +128,14 @@ def compare_output(
             index = tuple(int(i) for i in np.argwhere(~equal)[0])
             worst = {"index": list(index), "expected": _scalar(expected[index]), "actual": _scalar(actual[index])}
         return result(
-            identical=bool(equal.all()), passed=outside == 0, max_abs=0.0 if equal.all() else float("nan"),
-            max_rel=0.0 if equal.all() else float("nan"), outside=outside, tied_rows=tied, worst=worst,
-        )  # fmt: skip
+            identical=bool(equal.all()),
+            passed=outside == 0,
+            max_abs=0.0 if equal.all() else float("nan"),
+            max_rel=0.0 if equal.all() else float("nan"),
+            outside=outside,
+            tied_rows=tied,
+            worst=worst,
+        )
 
     identical = expected.tobytes() == actual.tobytes()
     exp64, act64 = expected.astype(np.float64), actual.astype(np.float64)
@@ -139,10 +155,14 @@ def compare_output(
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         worst = {"index": list(index), "expected": float(exp64[index]), "actual": float(act64[index])}
     return result(
-        identical=identical, passed=not outside_mask.any(), max_abs=float(diff.max()) if diff.size else 0.0,
-        max_rel=float(rel.max()) if rel.size else 0.0, max_ulp=max_ulp, outside=int(outside_mask.sum()),
+        identical=identical,
+        passed=not outside_mask.any(),
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        max_rel=float(rel.max()) if rel.size else 0.0,
+        max_ulp=max_ulp,
+        outside=int(outside_mask.sum()),
         worst=worst,
-    )  # fmt: skip
+    )
 
 
 def compare(
@@ -156,16 +176,19 @@ def compare(
     comparisons = []
     for name in expected:
         if name not in actual:
-            comparisons.append(
-                compare_output(name, kinds[name], expected[name], np.empty((0,)), tolerances[name])
-            )
+            comparisons.append(compare_output(name, kinds[name], expected[name], np.empty((0,)), tolerances[name]))
             continue
         pair = probabilities if kinds[name] == "label" and probabilities else None
         comparisons.append(
             compare_output(
-                name, kinds[name], expected[name], actual[name], tolerances[name],
-                expected[pair] if pair else None, tolerances[pair] if pair else None,
-            )  # fmt: skip
+                name,
+                kinds[name],
+                expected[name],
+                actual[name],
+                tolerances[name],
+                expected[pair] if pair else None,
+                tolerances[pair] if pair else None,
+            )
         )
     return comparisons
 

@@ -12,9 +12,19 @@ from typing import Any
 from mlpack.errors import UsageError
 
 KEYS = {
-    "model": str, "sample": str, "name": str, "version": str, "out": str, "trust-pickle": bool,
-    "threads": int, "opset": int, "index-url": str, "tolerances": dict, "lineage": dict, "max-rows": int,
-}  # fmt: skip
+    "model": str,
+    "sample": str,
+    "name": str,
+    "version": str,
+    "out": str,
+    "trust-pickle": bool,
+    "threads": int,
+    "opset": int,
+    "index-url": str,
+    "tolerances": dict,
+    "lineage": dict,
+    "max-rows": int,
+}
 PATH_KEYS = ("model", "sample", "out")
 
 
@@ -42,5 +52,5 @@ def load(start: Path | None = None) -> dict[str, Any]:
             raise UsageError(f"[tool.mlpack] in {pyproject} has an unknown key {key!r}; known: {', '.join(KEYS)}.")
         if not isinstance(value, KEYS[key]):
             raise UsageError(f"[tool.mlpack] {key} in {pyproject} must be a {KEYS[key].__name__}.")
-        settings[key.replace("-", "_")] = str(pyproject.parent / value) if key in PATH_KEYS else value
+        settings[key.replace("-", "_")] = str(pyproject.parent / str(value)) if key in PATH_KEYS else value
     return settings

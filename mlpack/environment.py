@@ -7,6 +7,7 @@ hashes, never the machine-local wheel folders that pip may be configured with.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,18 +88,16 @@ def _cache_dir() -> Path:
     return Path(root) / "locks"
 
 
-def _cached(kind: str, key_parts: list[str], produce: Any) -> tuple[str, bool]:
+def _cached(kind: str, key_parts: list[str], produce: Any) -> str:
     """Return produce()'s text, reusing an earlier result for identical inputs (all pins are exact)."""
     key = hashlib.sha256("\n".join([kind, sys.version, sys.platform, *key_parts]).encode()).hexdigest()
     path = _cache_dir() / f"{kind}-{key}.txt"
     if path.exists():
-        return path.read_text(), True
-    text = produce()
-    try:
+        return path.read_text()
+    text: str = produce()
+    with contextlib.suppress(OSError):  # a read-only cache only costs time
         write_atomic(path, text.encode())
-    except OSError:
-        pass  # a read-only cache only costs time
-    return text, False
+    return text
 
 
 def _pip_env() -> dict[str, str]:
@@ -138,9 +137,26 @@ def _artifact_report(pins: list[str], index: str) -> dict[str, dict[str, Any]]:
         remaining = list(pins)
         for _ in range(4):  # drop pins the index does not have (local builds), then try again
             (work / "pins.txt").write_text("\n".join(remaining) + "\n")
-            cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
-                   "--quiet", "--timeout", "10", "--retries", "1", "--index-url", index,
-                   "--report", "report.json", "-r", "pins.txt"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--no-deps",
+                "--quiet",
+                "--timeout",
+                "10",
+                "--retries",
+                "1",
+                "--index-url",
+                index,
+                "--report",
+                "report.json",
+                "-r",
+                "pins.txt",
+            ]
             result = _run(cmd, work)
             if result.returncode == 0:
                 report = json.loads((work / "report.json").read_text())
@@ -172,7 +188,7 @@ def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
         status, reason = "offline", "artifact lookup skipped (resolve=False)"
     else:
         try:
-            text, _ = _cached("artifacts", [index, *pins], lambda: json.dumps(_artifact_report(pins, index)))
+            text = _cached("artifacts", [index, *pins], lambda: json.dumps(_artifact_report(pins, index)))
             artifacts = json.loads(text)
         except LockUnavailable as exc:
             status, reason = "offline", str(exc)
@@ -210,8 +226,14 @@ def build_lock(resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
         created_by="mlpack",
         requires_python=None,
         packages=packages,
-        tool={"mlpack": {"python": sys.version.split()[0], "platform": sys.platform, "artifacts": status,
-                         "unlocked": unlocked}},  # fmt: skip
+        tool={
+            "mlpack": {
+                "python": sys.version.split()[0],
+                "platform": sys.platform,
+                "artifacts": status,
+                "unlocked": unlocked,
+            }
+        },
     )
     lock.validate()
     summary = {
@@ -250,20 +272,37 @@ def runtime_lock(resolve: bool, index: str) -> tuple[str | None, dict[str, Any]]
             work = Path(tmp)
             (work / "requirements.in").write_text("\n".join(requirements) + "\n")
             (work / "constraints.txt").write_text("\n".join(constraints) + "\n")
-            common = ["--generate-hashes", "--no-header", "--index-url", index, "-c", "constraints.txt",
-                      "-o", "requirements.lock", "requirements.in"]  # fmt: skip
+            common = [
+                "--generate-hashes",
+                "--no-header",
+                "--index-url",
+                index,
+                "-c",
+                "constraints.txt",
+                "-o",
+                "requirements.lock",
+                "requirements.in",
+            ]
             if uv:
                 cmd = [uv, "pip", "compile", "--quiet", "--no-progress", *common]
             else:
-                cmd = [sys.executable, "-m", "piptools", "compile", "--quiet", "--no-emit-index-url",
-                       "--no-emit-find-links", *common]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "piptools",
+                    "compile",
+                    "--quiet",
+                    "--no-emit-index-url",
+                    "--no-emit-find-links",
+                    *common,
+                ]
             result = _run(cmd, work)
             if result.returncode != 0:
                 raise LockUnavailable(f"{tool} could not resolve from {index}: {_last_error(result.stderr)}")
             return (work / "requirements.lock").read_text()
 
     try:
-        text, cached = _cached("runtime", [tool, index, *requirements, *constraints], compile_lock)
+        text = _cached("runtime", [tool, index, *requirements, *constraints], compile_lock)
     except LockUnavailable as exc:
         return None, {"status": "missing", "reason": str(exc), "tool": tool}
     pins = parse_requirements_lock(text)
@@ -274,7 +313,7 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
 
 def parse_requirements_lock(text: str) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in text.splitlines():
         match = _PIN.match(line)
         if match:
@@ -285,7 +324,7 @@ def parse_requirements_lock(text: str) -> dict[str, str]:
 def read_build_lock(path: Path) -> dict[str, dict[str, Any]]:
     """name -> {version, record-sha256} from a pylock.toml and its unlocked list, read with tomllib (fast)."""
     data = tomllib.loads(path.read_text())
-    entries = {
+    entries: dict[str, dict[str, Any]] = {
         canonicalize_name(p["name"]): {
             "version": p.get("version"),
             "record_sha256": p.get("tool", {}).get("mlpack", {}).get("record-sha256"),
@@ -293,7 +332,10 @@ def read_build_lock(path: Path) -> dict[str, dict[str, Any]]:
         for p in data.get("packages", [])
     }
     for p in data.get("tool", {}).get("mlpack", {}).get("unlocked", []):
-        entries[canonicalize_name(p["name"])] = {"version": p.get("version"), "record_sha256": p.get("record-sha256")}
+        entries[canonicalize_name(p["name"])] = {
+            "version": p.get("version"),
+            "record_sha256": p.get("record-sha256"),
+        }
     return entries
 
 
@@ -314,9 +356,13 @@ def diff(
         if dist is None:
             informational.append({"name": name, "change": "missing", "locked": entry["version"], "here": None})
         elif dist.version != entry["version"]:
-            informational.append({"name": name, "change": "version", "locked": entry["version"], "here": dist.version})
+            informational.append(
+                {"name": name, "change": "version", "locked": entry["version"], "here": dist.version}
+            )
         elif entry["record_sha256"] and dist.record_sha256 and entry["record_sha256"] != dist.record_sha256:
-            informational.append({"name": name, "change": "altered", "locked": entry["version"], "here": dist.version})
+            informational.append(
+                {"name": name, "change": "altered", "locked": entry["version"], "here": dist.version}
+            )
     for name in sorted(set(here) - set(build)):
         informational.append({"name": name, "change": "extra", "locked": None, "here": here[name].version})
     return {"runtime": runtime, "build": informational} if build else {"runtime": runtime, "build": []}

@@ -13,10 +13,30 @@ from typing import Any
 
 # ISA extensions that select different kernels in onnxruntime, numpy and BLAS.
 NUMERIC_FLAGS = (
-    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
-    "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni",
-    "asimd", "asimddp", "sve", "sve2", "bf16", "i8mm",
-)  # fmt: skip
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "avx_vnni",
+    "asimd",
+    "asimddp",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
+)
 
 
 def _cpuinfo() -> dict[str, Any]:
@@ -82,16 +102,12 @@ def _python() -> dict[str, str]:
 
 def _numpy() -> dict[str, Any]:
     import numpy as np
-    from numpy._core._multiarray_umath import (  # type: ignore[attr-defined]
-        __cpu_baseline__,
-        __cpu_dispatch__,
-        __cpu_features__,
-    )
+    from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
 
     return {
         "version": np.__version__,
-        "baseline": list(__cpu_baseline__),
-        "dispatch": sorted(f for f in __cpu_dispatch__ if __cpu_features__.get(f)),
+        "baseline": list(umath.__cpu_baseline__),
+        "dispatch": sorted(f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)),
     }
 
 
@@ -152,13 +168,15 @@ def _gpus() -> list[dict[str, Any]]:
             nvml.nvmlDeviceGetCudaComputeCapability(handle, ctypes.byref(major), ctypes.byref(minor))
             memory = (ctypes.c_ulonglong * 3)()  # nvmlMemory_t: total, free, used
             nvml.nvmlDeviceGetMemoryInfo(handle, memory)
-            gpus.append({
-                "name": name.value.decode(),
-                "compute_capability": f"{major.value}.{minor.value}",
-                "memory_bytes": int(memory[0]),
-                "driver": driver,
-                "cuda": cuda_version,
-            })  # fmt: skip
+            gpus.append(
+                {
+                    "name": name.value.decode(),
+                    "compute_capability": f"{major.value}.{minor.value}",
+                    "memory_bytes": int(memory[0]),
+                    "driver": driver,
+                    "cuda": cuda_version,
+                }
+            )
         return gpus
     finally:
         nvml.nvmlShutdown()
@@ -181,9 +199,17 @@ def profile() -> dict[str, Any]:
 
 # Fields whose difference can move a model's numbers; the rest is context.
 NUMERIC_FIELDS = (
-    "cpu.arch", "cpu.vendor", "cpu.model", "cpu.numeric_flags", "cpu.logical_cores", "blas",
-    "numpy.dispatch", "onnxruntime.version", "onnxruntime.providers", "gpus",
-)  # fmt: skip
+    "cpu.arch",
+    "cpu.vendor",
+    "cpu.model",
+    "cpu.numeric_flags",
+    "cpu.logical_cores",
+    "blas",
+    "numpy.dispatch",
+    "onnxruntime.version",
+    "onnxruntime.providers",
+    "gpus",
+)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,8 +20,13 @@ def inspect(path: str | Path) -> dict[str, Any]:
         }
         for relative, digest in sorted(m["files"].items())
     ]
-    files.append({"path": MANIFEST, "sha256": package.digest.removeprefix("sha256:"),
-                  "bytes": (package.path / MANIFEST).stat().st_size})  # fmt: skip
+    files.append(
+        {
+            "path": MANIFEST,
+            "sha256": package.digest.removeprefix("sha256:"),
+            "bytes": (package.path / MANIFEST).stat().st_size,
+        }
+    )
     return {
         "package": str(package.path),
         "name": package.name,
@@ -30,8 +35,13 @@ def inspect(path: str | Path) -> dict[str, Any]:
         "created": m.get("created"),
         "mlpack_version": m.get("mlpack_version"),
         "source": m.get("source", {}),
-        "model": {k: m["model"].get(k) for k in ("file", "sha256", "opset_imports", "producer", "inputs", "outputs")},
-        "parity": {"status": m.get("parity", {}).get("status"), "input_cast": m.get("parity", {}).get("input_cast")},
+        "model": {
+            k: m["model"].get(k) for k in ("file", "sha256", "opset_imports", "producer", "inputs", "outputs")
+        },
+        "parity": {
+            "status": m.get("parity", {}).get("status"),
+            "input_cast": m.get("parity", {}).get("input_cast"),
+        },
         "reference": m["reference"],
         "runtime": m["runtime"],
         "tolerances": m["tolerances"],

@@ -70,7 +70,9 @@ def open_package(path: Path | str) -> Package:
     try:
         manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"The manifest {manifest_path} is corrupt: {exc.__class__.__name__} ({exc}).") from None
+        raise IntegrityError(
+            f"The manifest {manifest_path} is corrupt: {exc.__class__.__name__} ({exc})."
+        ) from None
     if not isinstance(manifest, dict) or any(key not in manifest for key in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
         raise IntegrityError(f"The manifest {manifest_path} is corrupt: it lacks {', '.join(missing)}.")
@@ -136,7 +138,9 @@ def _remove_stale_partials(parent: Path, final_name: str) -> None:
 
 def refuse_existing(target: Path, force: bool) -> None:
     if target.exists() and not force:
-        raise UsageError(f"{target} already exists: choose another --out or version, or pass --force to replace it.")
+        raise UsageError(
+            f"{target} already exists: choose another --out or version, or pass --force to replace it."
+        )
 
 
 @contextlib.contextmanager

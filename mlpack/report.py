@@ -58,24 +58,42 @@ def render_verify(report: Report) -> str:
         lines.append("  integrity    every file matches the manifest")
     if report.verdict != "tampered":
         runtime, build = report.environment.get("runtime", []), report.environment.get("build", [])
-        lines.append("  runtime env  " + ("matches the runtime lock" if not runtime else f"{len(runtime)} difference(s)"))
+        lines.append(
+            "  runtime env  " + ("matches the runtime lock" if not runtime else f"{len(runtime)} difference(s)")
+        )
         lines += _changes(runtime, 50)
         significant = [c for c in build if c["change"] != "extra"]
-        lines.append("  build env    " + ("matches the build lock" if not significant else
-                                          f"{len(significant)} difference(s) from the build lock (informational)"))  # fmt: skip
+        lines.append(
+            "  build env    "
+            + (
+                "matches the build lock"
+                if not significant
+                else f"{len(significant)} difference(s) from the build lock (informational)"
+            )
+        )
         lines += _changes(significant, 8)
         numeric = [c for c in report.hardware if c["moves_numbers"]]
-        lines.append("  hardware     " + ("same as at build" if not report.hardware else
-                                          f"{len(report.hardware)} difference(s), {len(numeric)} can move numbers"))  # fmt: skip
+        lines.append(
+            "  hardware     "
+            + (
+                "same as at build"
+                if not report.hardware
+                else f"{len(report.hardware)} difference(s), {len(numeric)} can move numbers"
+            )
+        )
         for c in report.hardware[:12]:
             mark = "*" if c["moves_numbers"] else " "
             if "only_built" in c:
-                lines.append(f"    {mark} {c['field']}: only at build {c['only_built']}, only here {c['only_here']}")
+                lines.append(
+                    f"    {mark} {c['field']}: only at build {c['only_built']}, only here {c['only_here']}"
+                )
             else:
                 lines.append(f"    {mark} {c['field']}: {c['built']} → {c['here']}")
         s = report.session
-        lines.append(f"  session      {s.get('intra_op_num_threads')} thread(s), {s.get('graph_optimization_level')}, "
-                     f"{', '.join(s.get('providers', []))}")  # fmt: skip
+        lines.append(
+            f"  session      {s.get('intra_op_num_threads')} thread(s), {s.get('graph_optimization_level')}, "
+            f"{', '.join(s.get('providers', []))}"
+        )
     if report.outputs:
         lines.append("  outputs")
         lines += [_output_line(c) for c in report.outputs]
@@ -100,26 +118,34 @@ def render_build(package: Package) -> str:
             parts.append(f"{out['name']} max abs {_num(float(out['max_abs']))}")
     env = m["environment"]
     runtime = env["runtime_lock"]
-    runtime_text = (f"{runtime['packages']} packages with hashes ({runtime['tool']})" if runtime["status"] == "complete"
-                    else f"missing: {runtime['reason']}")  # fmt: skip
+    runtime_text = (
+        f"{runtime['packages']} packages with hashes ({runtime['tool']})"
+        if runtime["status"] == "complete"
+        else f"missing: {runtime['reason']}"
+    )
     build_lock = env["build_lock"]
-    return "\n".join([
-        f"built {package.name} {package.version} → {package.path}",
-        f"  digest        {package.digest}",
-        f"  model         {m['source']['model_class']} ({m['source']['framework']} {m['source']['framework_version']}), "
-        f"opsets {m['model']['opset_imports']}",
-        f"  parity        {parity['status']}: {'; '.join(parts)}",
-        f"  golden        {m['reference']['rows']} rows",
-        f"  build lock    {build_lock['packages']} packages, {build_lock['with_artifact_hash']} with artifact hashes"
-        + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
-        f"  runtime lock  {runtime_text}",
-        f"Verify it anywhere with: mlpack verify {package.path}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"built {package.name} {package.version} → {package.path}",
+            f"  digest        {package.digest}",
+            f"  model         {m['source']['model_class']} ({m['source']['framework']} {m['source']['framework_version']}), "
+            f"opsets {m['model']['opset_imports']}",
+            f"  parity        {parity['status']}: {'; '.join(parts)}",
+            f"  golden        {m['reference']['rows']} rows",
+            f"  build lock    {build_lock['packages']} packages, {build_lock['with_artifact_hash']} with artifact hashes"
+            + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
+            f"  runtime lock  {runtime_text}",
+            f"Verify it anywhere with: mlpack verify {package.path}",
+        ]
+    )
 
 
 def render_inspect(info: dict[str, Any]) -> str:
     model = info["model"]
-    sig = lambda specs: ", ".join(f"{s['name']} {s['type'].removeprefix('tensor(').rstrip(')')}{s['shape']}" for s in specs)  # noqa: E731
+
+    def sig(specs: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{s['name']} {s['type'].removeprefix('tensor(').rstrip(')')}{s['shape']}" for s in specs)
+
     lines = [
         f"{info['name']} {info['version']}  {info['digest']}",
         f"  created      {info['created']} by mlpack {info['mlpack_version']}",
@@ -133,9 +159,11 @@ def render_inspect(info: dict[str, Any]) -> str:
         f"  runtime      onnxruntime {info['runtime']['onnxruntime']}, {info['runtime']['session']['intra_op_num_threads']} thread(s)",
         f"  hardware     {info['hardware'].get('cpu')} ({info['hardware'].get('logical_cores')} cores)",
         "  files",
-    ]  # fmt: skip
-    lines += [f"    {f['path']:<24} {f['bytes'] if f['bytes'] is not None else 'MISSING':>10}  {f['sha256'][:16]}…"
-              for f in info["files"]]  # fmt: skip
+    ]
+    lines += [
+        f"    {f['path']:<24} {f['bytes'] if f['bytes'] is not None else 'MISSING':>10}  {f['sha256'][:16]}…"
+        for f in info["files"]
+    ]
     return "\n".join(lines)
 
 
@@ -144,16 +172,18 @@ def render_hardware(profile: dict[str, Any]) -> str:
     ort = profile["onnxruntime"]
     blas = ", ".join(profile["blas"])
     gpus = ", ".join(f"{g['name']} (driver {g['driver']}, CUDA {g['cuda']})" for g in profile["gpus"]) or "none"
-    return "\n".join([
-        f"cpu          {cpu['vendor']} {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical / "
-        f"{cpu['physical_cores']} physical cores",
-        f"vector ISA   {' '.join(cpu['numeric_flags']) or 'none recognised'}",
-        f"memory       {profile['memory_bytes'] / 2**30:.1f} GiB",
-        f"os           {profile['os']['distribution'] or profile['os']['system']}, kernel {profile['os']['kernel']}, "
-        f"{profile['os']['libc']}",
-        f"python       {profile['python']['implementation']} {profile['python']['version']} ({profile['python']['compiler']})",
-        f"numpy        {profile['numpy']['version']}, dispatch {' '.join(profile['numpy']['dispatch'])}",
-        f"blas         {blas or 'not found'}",
-        f"onnxruntime  {ort['version']}, providers {', '.join(ort['providers'])}",
-        f"gpus         {gpus}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"cpu          {cpu['vendor']} {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical / "
+            f"{cpu['physical_cores']} physical cores",
+            f"vector ISA   {' '.join(cpu['numeric_flags']) or 'none recognised'}",
+            f"memory       {profile['memory_bytes'] / 2**30:.1f} GiB",
+            f"os           {profile['os']['distribution'] or profile['os']['system']}, kernel {profile['os']['kernel']}, "
+            f"{profile['os']['libc']}",
+            f"python       {profile['python']['implementation']} {profile['python']['version']} ({profile['python']['compiler']})",
+            f"numpy        {profile['numpy']['version']}, dispatch {' '.join(profile['numpy']['dispatch'])}",
+            f"blas         {blas or 'not found'}",
+            f"onnxruntime  {ort['version']}, providers {', '.join(ort['providers'])}",
+            f"gpus         {gpus}",
+        ]
+    )

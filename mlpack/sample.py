@@ -13,11 +13,20 @@ from mlpack.errors import UsageError
 
 # onnxruntime type strings -> numpy dtypes
 ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
-    "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(string)": np.str_,
-}  # fmt: skip
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint64)": np.uint64,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.str_,
+}
 
 
 def _from_csv(path: Path) -> dict[str, np.ndarray]:
@@ -96,9 +105,7 @@ def fit_to_inputs(
         sample = {inputs[0]["name"]: sample[""]}
     wanted = {i["name"] for i in inputs}
     if set(sample) != wanted:
-        raise UsageError(
-            f"The sample's inputs {sorted(sample)} do not match the model's inputs {sorted(wanted)}."
-        )
+        raise UsageError(f"The sample's inputs {sorted(sample)} do not match the model's inputs {sorted(wanted)}.")
     feeds, casts = {}, {}
     for spec in inputs:
         array = sample[spec["name"]]
@@ -122,10 +129,9 @@ def fit_to_inputs(
 
 def _cast(name: str, array: np.ndarray, dtype: np.dtype, cast_ok: bool) -> tuple[np.ndarray, str]:
     label = f"{array.dtype}->{dtype}"
-    if dtype.kind == "U":
-        if array.dtype.kind in "UO":
-            return array.astype(str), label
-    elif array.dtype.kind in "biuf" and cast_ok:
+    if dtype.kind == "U" and array.dtype.kind in "UO":
+        return array.astype(str), label
+    if dtype.kind != "U" and array.dtype.kind in "biuf" and cast_ok:  # noqa: SIM102
         if np.can_cast(array.dtype, dtype, "same_kind") or array.dtype.kind in "biu":
             converted = array.astype(dtype)
             if dtype.kind in "iu" and not np.array_equal(converted, array):

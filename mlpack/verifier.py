@@ -6,8 +6,9 @@ training framework is imported: only onnxruntime and numpy run the model.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,23 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "package": self.package, "name": self.name, "version": self.version, "digest": self.digest,
-            "verdict": self.verdict, "passed": self.passed, "exit_code": self.exit_code, "message": self.message,
-            "strict": self.strict, "seconds": round(self.seconds, 4), "session": self.session,
-            "integrity": [vars(p) for p in self.integrity], "environment": self.environment,
-            "hardware": self.hardware, "outputs": [c.to_dict() for c in self.outputs], "causes": self.causes,
-        }  # fmt: skip
+            "package": self.package,
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "strict": self.strict,
+            "seconds": round(self.seconds, 4),
+            "session": self.session,
+            "integrity": [vars(p) for p in self.integrity],
+            "environment": self.environment,
+            "hardware": self.hardware,
+            "outputs": [c.to_dict() for c in self.outputs],
+            "causes": self.causes,
+        }
 
 
 _RUNTIME_WHY = {
@@ -75,7 +87,9 @@ def likely_causes(
         here = change["here"] or "missing"
         causes.append(f"{change['name']} {here} here vs {change['locked']} at build: {why}")
     by_field = {change["field"]: change for change in hw_diff if change["moves_numbers"]}
-    if "onnxruntime.version" in by_field and not any(c["name"] == "onnxruntime" for c in env_diff.get("runtime", [])):
+    if "onnxruntime.version" in by_field and not any(
+        c["name"] == "onnxruntime" for c in env_diff.get("runtime", [])
+    ):
         c = by_field["onnxruntime.version"]
         causes.append(f"onnxruntime {c['here']} here vs {c['built']} at build: {_RUNTIME_WHY['onnxruntime']}")
     if "cpu.numeric_flags" in by_field:
@@ -85,18 +99,24 @@ def likely_causes(
             f"only here: {', '.join(c['only_here']) or 'none'}): onnxruntime and BLAS pick other kernels"
         )
     for name, text in (
-        ("cpu.vendor", "another CPU vendor"), ("cpu.model", "another CPU model"), ("cpu.arch", "another architecture"),
-        ("onnxruntime.providers", "other onnxruntime execution providers"), ("gpus", "another GPU"),
-        ("blas", "another BLAS build"), ("numpy.dispatch", "numpy dispatches to other SIMD code"),
-    ):  # fmt: skip
+        ("cpu.vendor", "another CPU vendor"),
+        ("cpu.model", "another CPU model"),
+        ("cpu.arch", "another architecture"),
+        ("onnxruntime.providers", "other onnxruntime execution providers"),
+        ("gpus", "another GPU"),
+        ("blas", "another BLAS build"),
+        ("numpy.dispatch", "numpy dispatches to other SIMD code"),
+    ):
         if name in by_field:
             c = by_field[name]
             causes.append(f"{text} ({c['built']} at build, {c['here']} here)")
     if "cpu.logical_cores" in by_field and threads == recorded_threads:
         c = by_field["cpu.logical_cores"]
         causes.append(f"{c['here']} logical cores here vs {c['built']} at build")
-    return causes or ["no difference in the runtime, environment or hardware was found: suspect the model's own "
-                      "nondeterminism, or reference outputs altered before the manifest was written"]  # fmt: skip
+    return causes or [
+        "no difference in the runtime, environment or hardware was found: suspect the model's own "
+        "nondeterminism, or reference outputs altered before the manifest was written"
+    ]
 
 
 def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison], strict: bool) -> str:
@@ -121,21 +141,25 @@ def verify(
     """Verify a package on this machine and return the report (raises only when it is not a package)."""
     started = time.perf_counter()
     package: Package = open_package(path)
-    base = {"package": str(package.path), "name": package.name, "version": package.version,
-            "digest": package.digest, "strict": strict}  # fmt: skip
+    report = Report(
+        package=str(package.path), name=package.name, version=package.version, digest=package.digest,
+        verdict="error", passed=False, message="", strict=strict,
+    )  # fmt: skip
+
+    def finish(**fields: Any) -> Report:
+        return replace(report, seconds=time.perf_counter() - started, **fields)
 
     problems = check_integrity(package)
     if expect_digest and expect_digest.removeprefix("sha256:") != package.digest.removeprefix("sha256:"):
-        problems.insert(0, Problem("mlpack.json", "changed", f"manifest digest {package.digest} ≠ expected {expect_digest}"))
+        mismatch = f"manifest digest {package.digest} ≠ expected {expect_digest}"
+        problems.insert(0, Problem("mlpack.json", "changed", mismatch))
     if problems:
         names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
-        return Report(**base, verdict="tampered", passed=False, integrity=problems,
-                      message=f"The package's files do not match its manifest: {names}.",
-                      seconds=time.perf_counter() - started)  # fmt: skip
+        message = f"The package's files do not match its manifest: {names}."
+        return finish(verdict="tampered", integrity=problems, message=message)
 
     manifest = package.manifest
     root = package.path
-    here = environment.installed()
     runtime_lock = root / RUNTIME_LOCK
     pins = (
         environment.parse_requirements_lock(runtime_lock.read_text())
@@ -143,34 +167,33 @@ def verify(
         else {k: v for k, v in manifest.get("environment", {}).get("runtime", {}).items() if v}
     )
     build_lock = environment.read_build_lock(root / BUILD_LOCK) if (root / BUILD_LOCK).is_file() else {}
-    env_diff = environment.diff(pins, build_lock, here)
-    import json
-
+    env_diff = environment.diff(pins, build_lock, environment.installed())
     built_profile = json.loads((root / HARDWARE).read_text()) if (root / HARDWARE).is_file() else {}
     hw_diff = hardware.diff(built_profile, hardware.profile()) if built_profile else []
 
     settings = reference.SessionSettings.from_dict(manifest["runtime"]["session"])
     recorded_threads = settings.intra_op_num_threads
     if threads is not None:
-        settings = reference.SessionSettings.from_dict({**settings.to_dict(), "intra_op_num_threads": threads})
-    gathered = {**base, "integrity": [], "environment": env_diff, "hardware": hw_diff, "session": settings.to_dict()}
+        settings = replace(settings, intra_op_num_threads=threads)
+    causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
+    report = replace(report, environment=env_diff, hardware=hw_diff, session=settings.to_dict())
     try:
         session = reference.open_session(root / manifest["model"]["file"], settings)
         feeds = load_npz(root / manifest["reference"]["inputs"])
         expected = load_npz(root / manifest["reference"]["outputs"])
         actual = reference.run(session, feeds, bool(manifest["reference"].get("row_batches")))
     except MlpackError as exc:
-        return Report(**gathered, verdict="error", passed=False, message=exc.message,
-                      causes=likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads),
-                      seconds=time.perf_counter() - started)  # fmt: skip
+        return finish(message=exc.message, causes=causes)
+    except Exception as exc:  # onnxruntime's own failures: the golden inputs no longer run here
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return finish(message=f"onnxruntime could not run the golden inputs: {first}", causes=causes)
 
     kinds = {spec["name"]: spec["kind"] for spec in manifest["model"]["outputs"]}
     tolerances = {name: compare.Tolerance(**spec) for name, spec in manifest["tolerances"].items()}
     outputs = compare.compare(expected, actual, kinds, tolerances)
     verdict = compare.verdict(outputs)
     passed = verdict == "identical" or (verdict == "equivalent" and not strict)
-    causes = [] if verdict == "identical" else likely_causes(
-        env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads
-    )
-    return Report(**gathered, verdict=verdict, passed=passed, outputs=outputs, causes=causes,
-                  message=_summary(verdict, passed, outputs, strict), seconds=time.perf_counter() - started)  # fmt: skip
+    return finish(
+        verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
+        message=_summary(verdict, passed, outputs, strict),
+    )  # fmt: skip

@@ -74,12 +74,17 @@ CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 def cli() -> CliRunner:
     """Run the real command line in a fresh process, as a user would."""
 
-    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mlpack", *map(str, args)],
-            cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 

@@ -40,9 +40,10 @@ def nan_model(path: Path) -> Path:
 
     graph = helper.make_graph(
         [helper.make_node("Sub", ["X", "X"], ["zero"]), helper.make_node("Div", ["zero", "zero"], ["Y"])],
-        "nan", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
+        "nan",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4])],
-    )  # fmt: skip
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -89,10 +90,11 @@ def test_onnx_that_fails_the_checker(sample: Path, tmp_path: Path, cli: CliRunne
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("NoSuchOperator", ["X"], ["Y"])], "g",
+        [helper.make_node("NoSuchOperator", ["X"], ["Y"])],
+        "g",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4])],
-    )  # fmt: skip
+    )
     path = tmp_path / "unchecked.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     result = cli("build", path, "--sample", sample, "--out", tmp_path / "dist")
@@ -151,8 +153,9 @@ def test_unknown_model_file_format(sample: Path, tmp_path: Path, cli: CliRunner)
 
 
 @pytest.mark.parametrize("suffix", [".pkl", ".joblib"])
-def test_pickle_refused_without_trust(forest: object, sample: Path, tmp_path: Path, suffix: str,
-                                      cli: CliRunner) -> None:  # fmt: skip
+def test_pickle_refused_without_trust(
+    forest: object, sample: Path, tmp_path: Path, suffix: str, cli: CliRunner
+) -> None:
     model = tmp_path / f"forest{suffix}"
     if suffix == ".pkl":
         model.write_bytes(pickle.dumps(forest))
@@ -169,8 +172,9 @@ def test_pickle_refused_without_trust(forest: object, sample: Path, tmp_path: Pa
     assert trusted.returncode == 0, trusted.stderr
 
 
-def test_existing_package_refused_unless_force(skops_model: Path, sample: Path, tmp_path: Path,
-                                               cli: CliRunner) -> None:  # fmt: skip
+def test_existing_package_refused_unless_force(
+    skops_model: Path, sample: Path, tmp_path: Path, cli: CliRunner
+) -> None:
     args = ("build", skops_model, "--sample", sample, "--out", tmp_path / "dist", "--no-resolve", "--json")
     assert cli(*args).returncode == 0
     target = tmp_path / "dist" / "forest-1"
@@ -202,16 +206,30 @@ class _SilentIndex:
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["term", "int", "kill"])
-def test_build_killed_midway_leaves_no_package(skops_model: Path, sample: Path, tmp_path: Path,
-                                               how: signal.Signals, cli: CliRunner) -> None:  # fmt: skip
+def test_build_killed_midway_leaves_no_package(
+    skops_model: Path, sample: Path, tmp_path: Path, how: signal.Signals, cli: CliRunner
+) -> None:
     out = tmp_path / "dist"
     with _SilentIndex() as index:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlpack", "build", str(skops_model), "--sample", str(sample),
-             "--out", str(out), "--index-url", index],
+            [
+                sys.executable,
+                "-m",
+                "mlpack",
+                "build",
+                str(skops_model),
+                "--sample",
+                str(sample),
+                "--out",
+                str(out),
+                "--index-url",
+                index,
+            ],
             env={**os.environ, "MLPACK_CACHE_DIR": str(tmp_path / "cache")},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while not list(out.glob(".forest-1.partial-*/model.onnx")):  # the build is under way
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()

@@ -28,8 +28,14 @@ def test_api_build_returns_package_with_digest_and_parity(built: Path) -> None:
     # every file but the manifest is hashed, and nothing is unlisted
     on_disk = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()} - {"mlpack.json"}
     assert set(m["files"]) == on_disk
-    assert {"model.onnx", "reference/inputs.npz", "reference/outputs.npz", "env/pylock.toml",
-            "env/requirements.lock", "hardware.json"} <= on_disk  # fmt: skip
+    assert {
+        "model.onnx",
+        "reference/inputs.npz",
+        "reference/outputs.npz",
+        "env/pylock.toml",
+        "env/requirements.lock",
+        "hardware.json",
+    } <= on_disk
     assert check_integrity(package) == []
     # tolerances by output kind, session options recorded for replay
     assert m["tolerances"]["label"]["atol"] == 0
@@ -84,8 +90,18 @@ def test_cli_build_from_skops_then_verify_and_inspect(
 
     sio.dump(pipeline, tmp_path / "model.skops")
     np.save(tmp_path / "sample.npy", iris[0][:20])
-    result = cli("build", tmp_path / "model.skops", "--sample", tmp_path / "sample.npy", "--name", "pipe",
-                 "--version", "2", "--out", tmp_path / "dist")  # fmt: skip
+    result = cli(
+        "build",
+        tmp_path / "model.skops",
+        "--sample",
+        tmp_path / "sample.npy",
+        "--name",
+        "pipe",
+        "--version",
+        "2",
+        "--out",
+        tmp_path / "dist",
+    )
     assert result.returncode == 0, result.stderr
     assert "converting with sklearn" in result.stderr  # progress is shown
     target = tmp_path / "dist" / "pipe-2"
@@ -107,11 +123,20 @@ def test_cli_build_from_skops_then_verify_and_inspect(
     assert "pipe 2" in text.stdout and "model.onnx" in text.stdout
 
 
-def test_cli_build_from_onnx_file(built: Path, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path,
-                                  cli: CliRunner) -> None:  # fmt: skip
+def test_cli_build_from_onnx_file(
+    built: Path, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path, cli: CliRunner
+) -> None:
     np.savez(tmp_path / "sample.npz", X=iris[0][:10].astype(np.float32))
-    result = cli("build", built / "model.onnx", "--sample", tmp_path / "sample.npz", "--out", tmp_path,
-                 "--no-resolve", "--json")  # fmt: skip
+    result = cli(
+        "build",
+        built / "model.onnx",
+        "--sample",
+        tmp_path / "sample.npz",
+        "--out",
+        tmp_path,
+        "--no-resolve",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     manifest = data["manifest"]
@@ -124,7 +149,9 @@ def test_cli_build_from_onnx_file(built: Path, iris: tuple[np.ndarray, np.ndarra
 
 
 def test_csv_sample(forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
-    lines = ["sepal_length,sepal_width,petal_length,petal_width"] + [",".join(map(str, row)) for row in iris[0][:7]]
+    lines = ["sepal_length,sepal_width,petal_length,petal_width"] + [
+        ",".join(map(str, row)) for row in iris[0][:7]
+    ]
     (tmp_path / "sample.csv").write_text("\n".join(lines) + "\n")
     package = mlpack.build(forest, sample=tmp_path / "sample.csv", out=tmp_path, resolve=False)
     assert package.manifest["reference"]["rows"] == 7

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from mlpack.compare import (
-    DEFAULT_TOLERANCES, Tolerance, compare, compare_output, resolve_tolerances, verdict,
-)  # fmt: skip
+    DEFAULT_TOLERANCES,
+    Tolerance,
+    compare,
+    compare_output,
+    resolve_tolerances,
+    verdict,
+)
 
 PROB = DEFAULT_TOLERANCES["probabilities"]
 
@@ -69,16 +74,22 @@ def test_labels_exact_except_reference_ties() -> None:
     probs = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.50004, 0.49996, 0.0]], np.float32)
     labels = np.array([0, 0, 0])
     flipped_tie = np.array([1, 0, 1])
-    result = compare({"label": labels, "probabilities": probs}, {"label": flipped_tie, "probabilities": probs},
-                     {"label": "label", "probabilities": "probabilities"},
-                     resolve_tolerances({"label": "label", "probabilities": "probabilities"}))  # fmt: skip
+    result = compare(
+        {"label": labels, "probabilities": probs},
+        {"label": flipped_tie, "probabilities": probs},
+        {"label": "label", "probabilities": "probabilities"},
+        resolve_tolerances({"label": "label", "probabilities": "probabilities"}),
+    )
     label = result[0]
     assert label.passed and label.tied_rows == 2 and not label.identical
     assert verdict(result) == "equivalent"
     flipped_confident = np.array([0, 1, 0])
-    result = compare({"label": labels, "probabilities": probs}, {"label": flipped_confident, "probabilities": probs},
-                     {"label": "label", "probabilities": "probabilities"},
-                     resolve_tolerances({"label": "label", "probabilities": "probabilities"}))  # fmt: skip
+    result = compare(
+        {"label": labels, "probabilities": probs},
+        {"label": flipped_confident, "probabilities": probs},
+        {"label": "label", "probabilities": "probabilities"},
+        resolve_tolerances({"label": "label", "probabilities": "probabilities"}),
+    )
     assert not result[0].passed and result[0].outside == 1 and verdict(result) == "mismatch"
 
 

@@ -15,7 +15,6 @@ from packaging.pylock import Pylock
 
 import mlpack
 from mlpack import environment
-from tests.conftest import CliRunner
 
 UNREACHABLE = "http://127.0.0.1:9/simple"  # nothing listens on the discard port
 
@@ -80,15 +79,30 @@ def test_verify_names_each_differing_package(package: Path, tmp_path: Path) -> N
     """A second environment with other numpy and onnxruntime releases, as another machine would have."""
     alt = tmp_path / "alt"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(alt),
-         "numpy==2.3.5", "onnxruntime==1.30.0"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(alt),
+            "numpy==2.3.5",
+            "onnxruntime==1.30.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert install.returncode == 0, install.stderr
     result = subprocess.run(
         [sys.executable, "-m", "mlpack", "verify", str(package), "--json"],
-        env={**os.environ, "PYTHONPATH": str(alt)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env={**os.environ, "PYTHONPATH": str(alt)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     data = json.loads(result.stdout)
     runtime = {c["name"]: c for c in data["environment"]["runtime"]}
     assert runtime["numpy"]["here"] == "2.3.5" and runtime["numpy"]["locked"] == np.__version__
@@ -103,24 +117,43 @@ def test_verify_names_each_differing_package(package: Path, tmp_path: Path) -> N
         assert any(cause.startswith("onnxruntime 1.30.0 here vs") for cause in data["causes"])
     text = subprocess.run(
         [sys.executable, "-m", "mlpack", "verify", str(package)],
-        env={**os.environ, "PYTHONPATH": str(alt)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env={**os.environ, "PYTHONPATH": str(alt)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "onnxruntime: " in text.stdout and "1.30.0 here" in text.stdout
 
 
 def test_same_wheel_anywhere_has_the_same_fingerprint_and_a_rebuilt_one_does_not(tmp_path: Path) -> None:
     alt = tmp_path / "alt"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(alt),
-         f"threadpoolctl=={environment.installed()['threadpoolctl'].version}"],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(alt),
+            f"threadpoolctl=={environment.installed()['threadpoolctl'].version}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     here = environment.installed()["threadpoolctl"]
-    probe = "import json,sys; from mlpack import environment as e; print(e.installed()['threadpoolctl'].record_sha256)"
+    probe = (
+        "import json,sys; from mlpack import environment as e; print(e.installed()['threadpoolctl'].record_sha256)"
+    )
     run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(alt)},
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(alt)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert run() == here.record_sha256  # installed elsewhere, by another installer run: same fingerprint
     record = next(alt.glob("threadpoolctl-*.dist-info")) / "RECORD"
     lines = record.read_text().splitlines()

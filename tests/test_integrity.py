@@ -12,8 +12,14 @@ from mlpack.errors import IntegrityError
 from mlpack.fileio import canonical_json
 from tests.conftest import CliRunner, one_sentence_error
 
-FILES = ["model.onnx", "reference/inputs.npz", "reference/outputs.npz", "env/pylock.toml",
-         "env/requirements.lock", "hardware.json"]  # fmt: skip
+FILES = [
+    "model.onnx",
+    "reference/inputs.npz",
+    "reference/outputs.npz",
+    "env/pylock.toml",
+    "env/requirements.lock",
+    "hardware.json",
+]
 
 
 @pytest.mark.parametrize("relative", FILES)
@@ -36,8 +42,9 @@ def test_missing_file(package: Path, cli: CliRunner) -> None:
     result = cli("verify", package, "--json")
     assert result.returncode == 3
     problems = json.loads(result.stdout)["integrity"]
-    assert problems == [{"file": "reference/outputs.npz", "kind": "missing",
-                         "detail": "listed in the manifest but not present"}]  # fmt: skip
+    assert problems == [
+        {"file": "reference/outputs.npz", "kind": "missing", "detail": "listed in the manifest but not present"}
+    ]
 
 
 @pytest.mark.parametrize("relative", ["notes.txt", "reference/extra.npz", "env/constraints.txt"])
@@ -46,7 +53,9 @@ def test_extra_file_in_covered_folder(package: Path, relative: str, cli: CliRunn
     result = cli("verify", package, "--json")
     assert result.returncode == 3
     assert json.loads(result.stdout)["integrity"][0] == {
-        "file": relative, "kind": "extra", "detail": "present but not listed in the manifest"
+        "file": relative,
+        "kind": "extra",
+        "detail": "present but not listed in the manifest",
     }
 
 
@@ -59,7 +68,9 @@ def test_manifest_naming_a_path_outside_the_package(package: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", [b"{ not json", b"\xff\xfe\x00", b"[]", b'{"format": 1, "name": "x"}'], ids=["syntax", "bytes", "list", "keys"]
+    "content",
+    [b"{ not json", b"\xff\xfe\x00", b"[]", b'{"format": 1, "name": "x"}'],
+    ids=["syntax", "bytes", "list", "keys"],
 )
 def test_corrupt_manifest(package: Path, content: bytes, cli: CliRunner) -> None:
     (package / "mlpack.json").write_bytes(content)

@@ -14,9 +14,12 @@ from mlpack.fileio import load_npz, npz_bytes
 
 @pytest.mark.parametrize("model_fixture", ["forest", "pipeline"])
 def test_two_builds_in_different_folders_are_identical(
-    model_fixture: str, request: pytest.FixtureRequest, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path,
+    model_fixture: str,
+    request: pytest.FixtureRequest,
+    iris: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     model = request.getfixturevalue(model_fixture)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     first = mlpack.build(model, sample=iris[0][:40], name="repro", out=tmp_path / "a" / "deep")

@@ -32,9 +32,14 @@ def main() -> int:
     forest = RandomForestClassifier(n_estimators=100, random_state=0).fit(X_train, y_train)
     print(f"forest accuracy {forest.score(X_test, y_test):.3f}")
     package = mlpack.build(
-        forest, sample=X_test, name="iris-forest", version="1", out=DIST, force=True,
+        forest,
+        sample=X_test,
+        name="iris-forest",
+        version="1",
+        out=DIST,
+        force=True,
         lineage={"dataset": "sklearn.datasets.load_iris", "test_accuracy": forest.score(X_test, y_test)},
-    )  # fmt: skip
+    )
     print(f"built {package.path} {package.digest} (parity {package.parity['status']})")
 
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X_train, y_train)
@@ -45,10 +50,22 @@ def main() -> int:
     np.save(work / "sample.npy", X_test)
     mlpack_cli = [sys.executable, "-m", "mlpack"]
     subprocess.run(
-        [*mlpack_cli, "build", str(work / "iris-pipeline.skops"), "--sample", str(work / "sample.npy"),
-         "--name", "iris-pipeline", "--version", "1", "--out", str(DIST), "--force"],
+        [
+            *mlpack_cli,
+            "build",
+            str(work / "iris-pipeline.skops"),
+            "--sample",
+            str(work / "sample.npy"),
+            "--name",
+            "iris-pipeline",
+            "--version",
+            "1",
+            "--out",
+            str(DIST),
+            "--force",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
     failures = 0
     for name in ("iris-forest-1", "iris-pipeline-1"):

@@ -72,6 +72,4 @@ class SklearnConverter:
                 results = [model.transform(array)]
         except ValueError as exc:
             raise UsageError(f"The sample does not fit the model: {exc}") from None
-        return {
-            name: np.asarray(result) for name, result in zip(output_names, results, strict=False)
-        }
+        return {name: np.asarray(result) for name, result in zip(output_names, results, strict=False)}
