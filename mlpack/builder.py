@@ -39,7 +39,6 @@ from mlpack.sample import fit_to_inputs, load_sample
 DEFAULT_OPSET = 17  # loads on onnxruntime 1.14 and newer; skl2onnx's own default may not
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 MODEL_SUFFIXES = (".onnx", ".skops", *PICKLE_SUFFIXES)
-SAFE_SKOPS_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
 Progress = Callable[[str], None]
 
@@ -68,10 +67,13 @@ def load_model_file(path: Path, trust_pickle: bool = False, trusted_types: tuple
             untrusted = sio.get_untrusted_types(file=path)
         except Exception as exc:
             raise UsageError(f"{path} is not a readable .skops file: {exc}") from None
-        refused = [t for t in untrusted if not t.startswith(SAFE_SKOPS_MODULES) and t not in trusted_types]
+        # skops' own default trust list is the only blanket trust: anything else the user names
+        refused = [t for t in untrusted if t not in trusted_types]
         if refused:
+            flags = " ".join(f"--trust-type {t}" for t in refused)
             raise UsageError(
-                f"{path} holds types outside scikit-learn ({', '.join(refused)}); trust them with --trust-type."
+                f"{path} holds types that skops does not trust by default ({', '.join(refused)}); "
+                f"if you trust the file's origin, pass {flags}."
             )
         return sio.load(path, trusted=untrusted)
     if suffix in PICKLE_SUFFIXES:

@@ -25,11 +25,11 @@ def sample(iris: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def skops_model(forest: object, tmp_path: Path) -> Path:
+def skops_model(pipeline: object, tmp_path: Path) -> Path:
     import skops.io as sio
 
-    path = tmp_path / "forest.skops"
-    sio.dump(forest, path)
+    path = tmp_path / "clf.skops"
+    sio.dump(pipeline, path)
     return path
 
 
@@ -177,14 +177,14 @@ def test_existing_package_refused_unless_force(
 ) -> None:
     args = ("build", skops_model, "--sample", sample, "--out", tmp_path / "dist", "--no-resolve", "--json")
     assert cli(*args).returncode == 0
-    target = tmp_path / "dist" / "forest-1"
+    target = tmp_path / "dist" / "clf-1"
     before = (target / "mlpack.json").read_bytes()
     again = cli("build", skops_model, "--sample", sample, "--out", tmp_path / "dist", "--no-resolve")
     assert again.returncode == 2 and "already exists" in one_sentence_error(again) and "--force" in again.stderr
     assert (target / "mlpack.json").read_bytes() == before
     forced = cli(*args, "--force", "--version", "1")
     assert forced.returncode == 0
-    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["forest-1"]  # no leftovers beside it
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["clf-1"]  # no leftovers beside it
 
 
 def test_bad_name_refused(skops_model: Path, sample: Path, tmp_path: Path, cli: CliRunner) -> None:
@@ -231,19 +231,37 @@ def test_build_killed_midway_leaves_no_package(
             text=True,
         )
         deadline = time.monotonic() + 120
-        while not list(out.glob(".forest-1.partial-*/model.onnx")):  # the build is under way
+        while not list(out.glob(".clf-1.partial-*/model.onnx")):  # the build is under way
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()
             time.sleep(0.05)
         process.send_signal(how)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    assert not (out / "forest-1").exists()
+    assert not (out / "clf-1").exists()
     if how == signal.SIGKILL:
         # nothing could clean up; the next build removes the dead build's partial folder
-        assert list(out.glob(".forest-1.partial-*"))
-        result = cli("build", skops_model, "--sample", sample, "--out", out, "--no-resolve", "--name", "forest")
+        assert list(out.glob(".clf-1.partial-*"))
+        result = cli("build", skops_model, "--sample", sample, "--out", out, "--no-resolve")
         assert result.returncode == 0, result.stderr
-        assert sorted(p.name for p in out.iterdir()) == ["forest-1"]
+        assert sorted(p.name for p in out.iterdir()) == ["clf-1"]
     else:
         assert "Traceback" not in stderr and "nothing was written" in stderr
         assert list(out.iterdir()) == []
+
+
+def test_skops_types_outside_the_default_trust_need_consent(
+    forest: object, sample: Path, tmp_path: Path, cli: CliRunner
+) -> None:
+    """skops flags a tree's node arrays as untrusted (a crafted file can index out of bounds): so do we."""
+    import skops.io as sio
+
+    model = tmp_path / "forest.skops"
+    sio.dump(forest, model)
+    result = cli("build", model, "--sample", sample, "--out", tmp_path / "dist", "--no-resolve")
+    assert result.returncode == 2
+    line = one_sentence_error(result)
+    assert "sklearn.tree._tree.Tree" in line and "--trust-type sklearn.tree._tree.Tree" in line
+    assert_nothing_written(tmp_path / "dist")
+    trusted = cli("build", model, "--sample", sample, "--out", tmp_path / "dist", "--no-resolve",
+                  "--trust-type", "sklearn.tree._tree.Tree")  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr
