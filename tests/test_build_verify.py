@@ -179,3 +179,28 @@ def test_help_teaches(command: str, cli: CliRunner) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0
     assert "--json" in result.stdout
+
+
+def test_parity_break_fails_the_build_unless_accepted(
+    forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path, cli: CliRunner
+) -> None:
+    """With zero tolerance, float32 ONNX cannot match the float64 forest: the build refuses, then records consent."""
+    import joblib
+
+    joblib.dump(forest, tmp_path / "forest.joblib")
+    np.save(tmp_path / "sample.npy", iris[0])
+    args = ["build", tmp_path / "forest.joblib", "--trust-pickle", "--sample", tmp_path / "sample.npy",
+            "--out", tmp_path / "dist", "--no-resolve", "--atol", "0", "--rtol", "0"]  # fmt: skip
+    refused = cli(*args, "--json")
+    assert refused.returncode == 1
+    data = json.loads(refused.stdout)
+    assert "does not reproduce the native model" in data["error"] and "--accept-parity" in data["error"]
+    failing = {o["name"]: o for o in data["parity"]}
+    assert failing["label"]["passed"] and not failing["probabilities"]["passed"]
+    assert not (tmp_path / "dist" / "forest-1").exists()
+
+    accepted = cli(*args, "--accept-parity")
+    assert accepted.returncode == 0, accepted.stderr
+    manifest = json.loads((tmp_path / "dist" / "forest-1" / "mlpack.json").read_text())
+    assert manifest["parity"]["status"] == "accepted"
+    assert manifest["tolerances"]["probabilities"]["atol"] == 0
