@@ -103,7 +103,8 @@ def build(
     model: Annotated[
         str | None,
         typer.Argument(
-            help="Model file: .onnx, .skops, or .joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
+            help="Model file: .onnx, .skops, .pt2/.pt (PyTorch), .json/.ubj (XGBoost), .txt (LightGBM), or "
+            ".joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
             show_default=False,
         ),
     ] = None,
@@ -133,6 +134,12 @@ def build(
     opset: Annotated[
         int | None, typer.Option(help="ONNX opset for conversion. [default: 17]", show_default=False)
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="float32 (widest support) or float64 (keep doubles). [default: float32]")
+    ] = None,
+    onnx: Annotated[
+        str | None, typer.Option(help="Your own ONNX export of MODEL: checked for parity instead of converting.")
+    ] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance for every float output.")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance for every float output.")] = None,
     accept_parity: Annotated[
@@ -154,6 +161,9 @@ def build(
     lineage: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")
     ] = None,
+    no_timings: Annotated[
+        bool, typer.Option("--no-timings", help="Skip measuring onnxruntime vs native speed at build.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -193,6 +203,9 @@ def build(
             tolerances=tolerances,
             threads=threads or settings.get("threads") or 1,
             opset=opset or settings.get("opset") or 17,
+            precision=precision or settings.get("precision") or "float32",
+            onnx=onnx,
+            timings=not no_timings,
             resolve=not no_resolve,
             index_url=index_url or settings.get("index_url"),
             lineage={**settings.get("lineage", {}), **_parse_lineage(lineage or [])},

@@ -24,6 +24,7 @@ KEYS = {
     "tolerances": dict,
     "lineage": dict,
     "max-rows": int,
+    "precision": str,
 }
 PATH_KEYS = ("model", "sample", "out")
 

@@ -26,6 +26,7 @@ def test_two_builds_in_different_folders_are_identical(
     second = mlpack.build(model, sample=iris[0][:40], name="repro", out=tmp_path / "b")
     assert (first.path / "model.onnx").read_bytes() == (second.path / "model.onnx").read_bytes()
     assert first.manifest["created"] == "2023-11-14T22:13:20Z"
+    assert "SOURCE_DATE_EPOCH" in first.manifest["performance"]["omitted"]
     assert first.digest == second.digest
     for relative in first.manifest["files"]:
         assert (first.path / relative).read_bytes() == (second.path / relative).read_bytes(), relative
@@ -38,9 +39,16 @@ def test_without_source_date_epoch_only_the_time_differs(
     first = mlpack.build(forest, sample=iris[0][:5], out=tmp_path / "a", resolve=False)
     second = mlpack.build(forest, sample=iris[0][:5], out=tmp_path / "b", resolve=False)
     assert first.manifest["files"] == second.manifest["files"]
-    assert {k: v for k, v in first.manifest.items() if k != "created"} == {
-        k: v for k, v in second.manifest.items() if k != "created"
+    clock = {"created", "performance"}  # wall-clock readings, left out when SOURCE_DATE_EPOCH is set
+    assert {k: v for k, v in first.manifest.items() if k not in clock} == {
+        k: v for k, v in second.manifest.items() if k not in clock
     }
+    performance = first.manifest["performance"]
+    assert performance["conversion_s"] > 0
+    for batch in ("batch_1", "batch_1024"):
+        figures = performance[batch]
+        assert figures["onnxruntime_ms"] > 0 and figures["native_ms"] > 0
+        assert figures["speedup"] == round(figures["native_ms"] / figures["onnxruntime_ms"], 2)
 
 
 def test_npz_is_byte_reproducible_and_loads_without_pickle(tmp_path: Path) -> None:

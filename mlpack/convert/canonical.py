@@ -1,17 +1,30 @@
-"""Canonical ONNX bytes: the same model gives the same bytes whatever folder or run produced it."""
+"""Canonical ONNX: the same model gives the same bytes whatever folder or run produced it.
+
+Models whose protobuf would pass 2 GB keep their tensors in ``model.onnx.data`` beside the graph (ONNX
+external data); both files are hashed like every other package file.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 GRAPH_NAME = "mlpack"
+EXTERNAL_DATA = "model.onnx.data"
+PROTOBUF_LIMIT = 2**31 - 2**26  # 2 GiB less headroom for the graph itself
+
+
+def external_data_threshold() -> int:
+    """Bytes above which tensors go to external data (MLPACK_EXTERNAL_DATA_BYTES lowers it, e.g. in tests)."""
+    return int(os.environ.get("MLPACK_EXTERNAL_DATA_BYTES") or PROTOBUF_LIMIT)
 
 
 def _strip_graph(graph: Any) -> None:
     graph.doc_string = ""
     for node in graph.node:
         node.doc_string = ""
-        del node.metadata_props[:]  # the dynamo exporter writes absolute source paths here
+        del node.metadata_props[:]  # the dynamo exporter writes absolute source paths and stack traces here
         for attribute in node.attribute:
             attribute.doc_string = ""
             if attribute.HasField("g"):
@@ -20,26 +33,54 @@ def _strip_graph(graph: Any) -> None:
                 _strip_graph(subgraph)
     for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
         value.doc_string = ""
+        if hasattr(value, "metadata_props"):
+            del value.metadata_props[:]
     if hasattr(graph, "metadata_props"):
         del graph.metadata_props[:]
 
 
-def canonicalise(model: Any) -> bytes:
-    """Fixed graph name, no doc strings or metadata, one entry per opset domain, deterministic protobuf."""
+def canonicalise(model: Any) -> Any:
+    """A copy with a fixed graph name, no doc strings or metadata, and one sorted entry per opset domain."""
     import onnx
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())  # never change the caller's object
-    model.graph.name = GRAPH_NAME  # onnxmltools writes a random UUID here
-    model.doc_string = ""
-    del model.metadata_props[:]
-    _strip_graph(model.graph)
-    for function in model.functions:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # never change the caller's object
+    copy.graph.name = GRAPH_NAME  # onnxmltools writes a random UUID here
+    copy.doc_string = ""
+    del copy.metadata_props[:]
+    _strip_graph(copy.graph)
+    for function in copy.functions:
         function.doc_string = ""
-        del function.metadata_props[:]
+        if hasattr(function, "metadata_props"):
+            del function.metadata_props[:]
     opsets: dict[str, int] = {}
-    for opset in model.opset_import:
+    for opset in copy.opset_import:
         opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-    del model.opset_import[:]
+    del copy.opset_import[:]
     for domain in sorted(opsets):
-        model.opset_import.add(domain=domain, version=opsets[domain])
+        copy.opset_import.add(domain=domain, version=opsets[domain])
+    return copy
+
+
+def serialise(model: Any) -> bytes:
     return bytes(model.SerializeToString(deterministic=True))
+
+
+def write_model(model: Any, folder: Path, filename: str = "model.onnx") -> list[str]:
+    """Write the canonical model; return the file names written (the graph, and external data if any)."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from mlpack.fileio import write_atomic
+
+    if model.ByteSize() <= external_data_threshold():
+        write_atomic(folder / filename, serialise(model))
+        return [filename]
+    large = onnx.ModelProto()
+    large.CopyFrom(model)
+    convert_model_to_external_data(
+        large, all_tensors_to_one_file=True, location=EXTERNAL_DATA, size_threshold=1024
+    )
+    onnx.save_model(large, str(folder / filename))  # writes EXTERNAL_DATA in initializer order
+    (folder / filename).write_bytes(serialise(onnx.load_model(str(folder / filename), load_external_data=False)))
+    return [filename, EXTERNAL_DATA]

@@ -1,4 +1,4 @@
-"""ONNX models as they are: parse, check, canonicalise. Parity is the original bytes vs the canonical ones."""
+"""ONNX models as they are: parse, check, canonicalise. Parity is the source graph vs the canonical one."""
 
 from __future__ import annotations
 
@@ -7,21 +7,28 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.convert import Converted
+from mlpack.convert import Converted, ConvertOptions, Description
 from mlpack.errors import UsageError
 
 
-def parse_onnx(data: bytes, origin: str) -> Any:
+def load_onnx(source: Any, origin: str) -> Any:
+    """An onnx.ModelProto from a path, bytes or a ModelProto, checked; one clear sentence when it is not ONNX."""
     import onnx
 
-    try:
-        model = onnx.ModelProto.FromString(data)
-    except Exception as exc:  # protobuf raises DecodeError and others
-        raise UsageError(f"{origin} is not an ONNX model: it does not parse ({exc}).") from None
+    if type(source).__name__ == "ModelProto":
+        model = source
+    else:
+        try:
+            if isinstance(source, (str, Path)):
+                model = onnx.load_model(str(source))  # loads external data that sits beside it
+            else:
+                model = onnx.ModelProto.FromString(source)
+        except Exception as exc:  # protobuf's DecodeError and others
+            raise UsageError(f"{origin} is not an ONNX model: it does not parse ({exc}).") from None
     if not model.graph.node and not model.graph.output:
         raise UsageError(f"{origin} is not an ONNX model: it holds no graph.")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if model.ByteSize() < 2**31 else str(source))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UsageError(f"{origin} fails the ONNX checker: {first}") from None
@@ -31,34 +38,29 @@ def parse_onnx(data: bytes, origin: str) -> Any:
 class OnnxConverter:
     name = "onnx"
     description = "ONNX models (.onnx files, bytes or onnx.ModelProto)"
+    native_runs = False
 
     def accepts(self, model: Any) -> bool:
         if isinstance(model, (str, Path)):
             return str(model).endswith(".onnx")
         return isinstance(model, bytes) or type(model).__name__ == "ModelProto"
 
-    def _bytes(self, model: Any) -> bytes:
-        if isinstance(model, (str, Path)):
-            return Path(model).read_bytes()
-        if isinstance(model, bytes):
-            return model
-        return bytes(model.SerializeToString())
-
-    def convert(self, model: Any, sample: dict[str, np.ndarray], opset: int) -> Converted:
+    def describe(self, model: Any) -> Description:
         import onnx
 
-        parse_onnx(self._bytes(model), str(model) if isinstance(model, (str, Path)) else "The model")
-        return Converted(
-            onnx_bytes=self._bytes(model),
-            framework="onnx",
-            framework_version=onnx.__version__,
-            model_class="onnx.ModelProto",
-            input_cast={},
-            native_runs=False,
-        )
+        return Description("onnx", onnx.__version__, "onnx.ModelProto")
+
+    def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
+        origin = str(model) if isinstance(model, (str, Path)) else "The model"
+        return Converted(model=load_onnx(model, origin))
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(self._bytes(model), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        source: Any = str(model) if isinstance(model, (str, Path)) else model
+        if type(source).__name__ == "ModelProto":
+            source = source.SerializeToString()
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         return dict(zip(output_names, session.run(output_names, feeds), strict=True))

@@ -1,4 +1,4 @@
-"""scikit-learn estimators and pipelines through skl2onnx."""
+"""scikit-learn estimators and pipelines through skl2onnx, including ColumnTransformers over named columns."""
 
 from __future__ import annotations
 
@@ -6,70 +6,114 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.convert import Converted
+from mlpack.convert import Converted, ConvertOptions, Description, class_name, require, top_module
 from mlpack.errors import ConversionError, UsageError
 
-EXTRA_HINT = "pip install 'mlpack[sklearn]'"
+
+def narrow(array: np.ndarray, precision: str) -> tuple[np.ndarray, str | None]:
+    """float32 unless float64 was asked for; integers become floats (skl2onnx's numeric inputs are floats)."""
+    if array.dtype.kind == "f" and array.dtype != np.float32 and precision == "float32":
+        return array.astype(np.float32), f"{array.dtype}->float32"
+    if array.dtype.kind in "iub":
+        target = np.float64 if precision == "float64" else np.float32
+        return array.astype(target), f"{array.dtype}->{np.dtype(target)}"
+    if array.dtype.kind == "O":
+        return array.astype(str), None
+    return array, None
 
 
-def _require() -> None:
-    try:
-        import skl2onnx  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        raise UsageError(f"Converting scikit-learn models needs {exc.name}: run {EXTRA_HINT}.") from None
+def _columns(model: Any) -> list[str] | None:
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else None
+
+
+def _needs_frame(model: Any) -> bool:
+    """A ColumnTransformer anywhere inside selects columns by name: it takes a DataFrame, one input per column."""
+    if type(model).__name__ == "ColumnTransformer":
+        return True
+    steps = getattr(model, "steps", None) or getattr(model, "transformer_list", None) or []
+    return any(_needs_frame(step) for _, step in steps)
+
+
+def _frame(model: Any, feeds: dict[str, np.ndarray]) -> Any:
+    """Named inputs as the DataFrame the model was fitted on (ColumnTransformers select columns by name)."""
+    import pandas as pd
+
+    columns = _columns(model) or list(feeds)
+    return pd.DataFrame({name: feeds[name].reshape(len(feeds[name]), -1)[:, 0] for name in columns})
 
 
 class SklearnConverter:
     name = "sklearn"
     description = "scikit-learn estimators and pipelines (objects, .skops, or trusted .joblib/.pkl)"
+    native_runs = True
 
     def accepts(self, model: Any) -> bool:
-        return type(model).__module__.split(".")[0] == "sklearn" and hasattr(model, "fit")
+        return top_module(model) == "sklearn" and hasattr(model, "fit")
 
-    def convert(self, model: Any, sample: dict[str, np.ndarray], opset: int) -> Converted:
-        _require()
-        import sklearn
+    def describe(self, model: Any) -> Description:
+        sklearn = require("sklearn", "sklearn")
+        return Description("sklearn", sklearn.__version__, class_name(model))
+
+    def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
+        require("skl2onnx", "sklearn")
         from skl2onnx import to_onnx
 
-        if len(sample) != 1:
-            raise UsageError("A scikit-learn model takes one input array; the sample has several.")
-        (array,) = sample.values()
-        expected = getattr(model, "n_features_in_", None)
-        if expected is not None and (array.ndim != 2 or array.shape[1] != expected):
-            raise UsageError(
-                f"The sample has shape {array.shape} but the model expects rows of {expected} features."
-            )
-        cast: dict[str, str] = {}
-        if array.dtype == np.float64:
-            # skl2onnx converts in float32 unless told otherwise; the parity check sees the narrowed values
-            array = array.astype(np.float32)
-            cast["X"] = "float64->float32"
-        elif array.dtype.kind in "iub":
-            array = array.astype(np.float32)
-            cast["X"] = f"{array.dtype}->float32"
+        columns = _columns(model)
+        casts: dict[str, str] = {}
+        if not _needs_frame(model):
+            if set(sample) != {""}:  # named numeric columns for a model that takes one matrix
+                order = columns or list(sample)
+                if set(order) != set(sample):
+                    raise UsageError(
+                        f"The sample's columns {sorted(sample)} differ from the model's {sorted(order)}."
+                    )
+                sample = {"": np.hstack([sample[n].reshape(len(sample[n]), -1) for n in order])}
+            array = sample[""]
+            expected = getattr(model, "n_features_in_", None)
+            if expected is not None and (array.ndim != 2 or array.shape[1] != expected):
+                raise UsageError(
+                    f"The sample has shape {array.shape} but the model expects rows of {expected} features."
+                )
+            example, cast = narrow(array, options.precision)
+            if cast:
+                casts["X"] = cast
+        else:
+            require("pandas", "sklearn")
+            if set(sample) == {""} and columns and sample[""].ndim == 2 and sample[""].shape[1] == len(columns):
+                sample = {name: sample[""][:, i : i + 1] for i, name in enumerate(columns)}
+            missing = sorted(set(columns or sample) - set(sample))
+            if missing:
+                raise UsageError(f"The sample lacks the columns {missing} that the model was fitted on.")
+            narrowed = {}
+            for key, value in sample.items():
+                narrowed[key], cast = narrow(value.reshape(len(value), -1), options.precision)
+                if cast:
+                    casts[key] = cast
+            example = _frame(model, narrowed)
+        ml_opset = 3 if options.precision == "float64" else 1  # double-precision trees need ai.onnx.ml 3
         try:
-            onx = to_onnx(model, array[:1], target_opset=opset, options={"zipmap": False})
+            onx = to_onnx(
+                model,
+                example[:1],
+                target_opset={"": options.opset, "ai.onnx.ml": ml_opset},
+                options={"zipmap": False},
+            )
         except Exception as exc:
             raise ConversionError(f"skl2onnx could not convert {type(model).__name__}: {exc}") from None
         return Converted(
-            onnx_bytes=bytes(onx.SerializeToString()),
-            framework="sklearn",
-            framework_version=sklearn.__version__,
-            model_class=f"{type(model).__module__}.{type(model).__qualname__}",
-            input_cast=cast,
-            native_runs=True,
+            model=onx, input_cast=casts, details={"converter": "skl2onnx", "precision": options.precision}
         )
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-        (array,) = feeds.values()
+        data: Any = _frame(model, feeds) if _needs_frame(model) else next(iter(feeds.values()))
         try:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
-                results = [model.predict(array), model.predict_proba(array)]
+                results = [model.predict(data), model.predict_proba(data)]
             elif hasattr(model, "predict"):
-                results = [model.predict(array)]
+                results = [model.predict(data)]
             else:
-                results = [model.transform(array)]
+                results = [model.transform(data)]
         except ValueError as exc:
             raise UsageError(f"The sample does not fit the model: {exc}") from None
         return {name: np.asarray(result) for name, result in zip(output_names, results, strict=False)}
