@@ -58,6 +58,10 @@ def _from_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: columns[i].reshape(-1, 1) for i, name in enumerate(header)}
 
 
+def _column(values: np.ndarray) -> np.ndarray:
+    return values.astype(str) if values.dtype == object else values
+
+
 def load_sample(source: Any) -> dict[str, np.ndarray]:
     """Arrays keyed by input name; a single unnamed array is keyed "" until it meets the model."""
     if isinstance(source, (str, Path)):
@@ -78,9 +82,12 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
         except (ValueError, OSError) as exc:
             raise UsageError(f"The sample {path} could not be read: {exc}") from None
     elif isinstance(source, Mapping):
-        arrays = {str(key): np.asarray(value) for key, value in source.items()}
-    elif hasattr(source, "to_numpy"):  # pandas DataFrame
-        arrays = {"": np.asarray(source.to_numpy())}
+        arrays = {str(key): _column(np.asarray(value)) for key, value in source.items()}
+    elif hasattr(source, "to_numpy") and hasattr(source, "columns"):  # a pandas DataFrame
+        if all(dtype.kind in "fiub" for dtype in source.dtypes):
+            arrays = {"": np.asarray(source.to_numpy())}
+        else:  # mixed columns: one named input each
+            arrays = {str(c): _column(source[c].to_numpy()) for c in source.columns}
     else:
         arrays = {"": np.asarray(source)}
     if not arrays or any(array.size == 0 or array.ndim == 0 for array in arrays.values()):
@@ -99,10 +106,16 @@ def fit_to_inputs(
     Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused).
     """
     if set(sample) == {""}:
-        if len(inputs) != 1:
+        matrix = sample[""]
+        one_column_each = all(len(i["shape"]) == 2 and i["shape"][1] in (1, "?") for i in inputs)
+        if len(inputs) == 1:
+            sample = {inputs[0]["name"]: matrix}
+        elif one_column_each and matrix.ndim == 2 and matrix.shape[1] == len(inputs):
+            # a table whose columns are the model's inputs, in the model's order (a ColumnTransformer's)
+            sample = {spec["name"]: matrix[:, i : i + 1] for i, spec in enumerate(inputs)}
+        else:
             names = ", ".join(i["name"] for i in inputs)
             raise UsageError(f"The model has several inputs ({names}): give an .npz or .csv keyed by them.")
-        sample = {inputs[0]["name"]: sample[""]}
     wanted = {i["name"] for i in inputs}
     if set(sample) != wanted:
         raise UsageError(f"The sample's inputs {sorted(sample)} do not match the model's inputs {sorted(wanted)}.")
@@ -110,6 +123,8 @@ def fit_to_inputs(
     for spec in inputs:
         array = sample[spec["name"]]
         shape = spec["shape"]
+        if array.ndim == 1 and len(shape) == 2 and shape[1] in (1, "?"):
+            array = array.reshape(-1, 1)  # one column given as a flat array
         if len(shape) != array.ndim:
             raise UsageError(
                 f"Input {spec['name']!r} expects {len(shape)} dimensions {shape}; the sample has shape {array.shape}."
@@ -120,7 +135,7 @@ def fit_to_inputs(
                     f"Input {spec['name']!r} expects shape {shape}; the sample has shape {array.shape}."
                 )
         dtype = np.dtype(ORT_DTYPES.get(spec["type"], np.float32))
-        if array.dtype != dtype:
+        if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind == "U"):
             array, cast = _cast(spec["name"], array, dtype, cast_ok)
             casts[spec["name"]] = cast
         feeds[spec["name"]] = np.ascontiguousarray(array)

@@ -97,7 +97,7 @@ class SklearnConverter:
                 model,
                 example[:1],
                 target_opset={"": options.opset, "ai.onnx.ml": ml_opset},
-                options={"zipmap": False},
+                options={"zipmap": False} if hasattr(model, "predict_proba") else None,  # tensors, not maps
             )
         except Exception as exc:
             raise ConversionError(f"skl2onnx could not convert {type(model).__name__}: {exc}") from None

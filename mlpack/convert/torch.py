@@ -11,13 +11,14 @@ import inspect
 import io
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from mlpack.convert import Converted, ConvertOptions, Description, class_name, require, top_module
+from mlpack.convert import Converted, ConvertOptions, Description, class_name, require
 from mlpack.errors import ConversionError, UsageError
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset 18 and newer
@@ -63,9 +64,10 @@ class TorchConverter:
     native_runs = True
 
     def accepts(self, model: Any) -> bool:
-        if top_module(model) != "torch":
+        torch = sys.modules.get("torch")  # a torch model means torch is imported already: no import here
+        if torch is None:
             return False
-        return type(model).__name__ == "ExportedProgram" or hasattr(model, "forward")
+        return isinstance(model, (torch.nn.Module, torch.jit.ScriptModule, torch.export.ExportedProgram))
 
     def describe(self, model: Any) -> Description:
         torch = require("torch", "torch")
