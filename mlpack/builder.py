@@ -267,11 +267,11 @@ def build(
                 "outputs": [{**spec, "kind": kinds[spec["name"]]} for spec in sig["outputs"]],
             },
             "source": {
+                **converted.details,  # what the converter reports; never overrides the fields below
                 "converter": converter.name,
                 "framework": description.framework,
                 "framework_version": description.framework_version,
                 "model_class": description.model_class,
-                **converted.details,
             },
             "parity": {
                 "compared": parity_label if onnx is None else "native model vs supplied ONNX",

@@ -137,6 +137,11 @@ def _remove_stale_partials(parent: Path, final_name: str) -> None:
 
 
 def refuse_existing(target: Path, force: bool) -> None:
+    for folder in [target.parent, *target.parent.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"{folder} is a file, not a folder: choose another --out.")
+            break
     if target.exists() and not force:
         raise UsageError(
             f"{target} already exists: choose another --out or version, or pass --force to replace it."

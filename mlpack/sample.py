@@ -80,6 +80,11 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
             else:
                 raise UsageError(f"The sample {path} must be a .npy, .npz or .csv file.")
         except (ValueError, OSError) as exc:
+            if "Object arrays" in str(exc):
+                raise UsageError(
+                    f"The sample {path} holds object arrays, which load only by unpickling: save string "
+                    "columns as fixed-width strings (array.astype(str))."
+                ) from None
             raise UsageError(f"The sample {path} could not be read: {exc}") from None
     elif isinstance(source, Mapping):
         arrays = {str(key): _column(np.asarray(value)) for key, value in source.items()}

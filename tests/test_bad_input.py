@@ -187,6 +187,11 @@ def test_existing_package_refused_unless_force(
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["clf-1"]  # no leftovers beside it
 
 
+def test_out_that_is_a_file(skops_model: Path, sample: Path, cli: CliRunner) -> None:
+    result = cli("build", skops_model, "--sample", sample, "--out", sample, "--no-resolve")
+    assert result.returncode == 2 and "is a file, not a folder" in one_sentence_error(result)
+
+
 def test_bad_name_refused(skops_model: Path, sample: Path, tmp_path: Path, cli: CliRunner) -> None:
     result = cli("build", skops_model, "--sample", sample, "--name", "../escape", "--out", tmp_path)
     assert result.returncode == 2 and "may hold only" in one_sentence_error(result)

@@ -68,7 +68,7 @@ class _Booster:
         except Exception as exc:
             raise ConversionError(f"onnxmltools could not convert {type(model).__name__}: {exc}") from None
         _batch_dims(onx)
-        details: dict[str, Any] = {"converter": "onnxmltools", "opset": opset}
+        details: dict[str, Any] = {"tool": "onnxmltools", "opset": opset}
         if opset != options.opset:
             details["opset_capped"] = f"asked for {options.opset}; onnxmltools supports at most {opset}"
         return Converted(model=onx, input_cast=casts, details=details)

@@ -69,7 +69,6 @@ def serialise(model: Any) -> bytes:
 def write_model(model: Any, folder: Path, filename: str = "model.onnx") -> list[str]:
     """Write the canonical model; return the file names written (the graph, and external data if any)."""
     import onnx
-    from onnx.external_data_helper import convert_model_to_external_data
 
     from mlpack.fileio import write_atomic
 
@@ -77,10 +76,11 @@ def write_model(model: Any, folder: Path, filename: str = "model.onnx") -> list[
         write_atomic(folder / filename, serialise(model))
         return [filename]
     large = onnx.ModelProto()
-    large.CopyFrom(model)
-    convert_model_to_external_data(
-        large, all_tensors_to_one_file=True, location=EXTERNAL_DATA, size_threshold=1024
-    )
-    onnx.save_model(large, str(folder / filename))  # writes EXTERNAL_DATA in initializer order
-    (folder / filename).write_bytes(serialise(onnx.load_model(str(folder / filename), load_external_data=False)))
+    large.CopyFrom(model)  # save_model moves the tensors out of the message it is given
+    onnx.save_model(large, str(folder / filename), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=EXTERNAL_DATA, size_threshold=0)  # fmt: skip
+    # the tensors are now in EXTERNAL_DATA, in initializer order; rewrite the graph file deterministically
+    graph_only = onnx.load_model(str(folder / filename), load_external_data=False)
+    write_atomic(folder / filename, serialise(graph_only))
+    (folder / EXTERNAL_DATA).chmod(0o644)
     return [filename, EXTERNAL_DATA]

@@ -101,9 +101,7 @@ class SklearnConverter:
             )
         except Exception as exc:
             raise ConversionError(f"skl2onnx could not convert {type(model).__name__}: {exc}") from None
-        return Converted(
-            model=onx, input_cast=casts, details={"converter": "skl2onnx", "precision": options.precision}
-        )
+        return Converted(model=onx, input_cast=casts, details={"tool": "skl2onnx", "precision": options.precision})
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         data: Any = _frame(model, feeds) if _needs_frame(model) else next(iter(feeds.values()))
