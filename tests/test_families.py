@@ -373,3 +373,27 @@ main()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert one_sentence_error(result).endswith("run pip install 'mlpack[xgboost]'.")
+
+
+def test_lightgbm_thresholds_keep_native_decisions(tmp_path: Path) -> None:
+    """onnxmltools rounds LightGBM's double thresholds to the nearest float32, which sends an input equal to
+    the rounded value down the wrong branch; mlpack rounds them down instead, and parity holds."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X = X.astype(np.float32)
+    model = lgb.LGBMRegressor(n_estimators=80, learning_rate=0.05, verbose=-1, random_state=0).fit(
+        X[:350], y[:350]
+    )
+    raw = convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, 10]))], target_opset=15)
+    import onnxruntime as ort
+
+    plain = ort.InferenceSession(raw.SerializeToString()).run(None, {"input": X})[0].ravel()
+    assert np.abs(plain - model.predict(X)).max() > 1  # the converter alone takes a wrong branch here
+
+    package = mlpack.build(model, sample=X, out=tmp_path, resolve=False)
+    m = assert_identical(package.path)
+    assert m["source"]["thresholds_rounded_down"] > 0
+    assert m["parity"]["status"] == "passed" and m["parity"]["outputs"][0]["max_abs"] < 1e-3
