@@ -342,7 +342,7 @@ def main() -> None:
     print()
     header = (
         f"{'family':<44} {'build ms':>9} {'convert ms':>10} "
-        f"{'b1 native':>10} {'b1 ort':>8} {'b1 x':>6} "
+        f"{'b1 native':>10} {'b1 ort':>8} {'b1 x':>8} "
         f"{'b1024 native':>12} {'b1024 ort':>10} {'b1024 x':>8} {'parity max abs':>14} {'labels':>7}"
     )
     print(header)
@@ -361,7 +361,7 @@ def main() -> None:
             b1, b1024 = timing[1], timing[1024]
             print(
                 f"{family.name:<44} {built['build'] * 1e3:>9.0f} {built['convert'] * 1e3:>10.0f} "
-                f"{b1['native']:>10.1f} {b1['onnxruntime']:>8.1f} {b1['speedup']:>5.2f}x "
+                f"{b1['native']:>10.1f} {b1['onnxruntime']:>8.1f} {b1['speedup']:>7.2f}x "
                 f"{b1024['native']:>12.0f} {b1024['onnxruntime']:>10.0f} {b1024['speedup']:>7.2f}x "
                 f"{max_abs:>14.3g} {labels:>7}",
                 flush=True,
