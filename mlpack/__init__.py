@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["MlpackError", "__version__", "build", "inspect", "open_package", "verify"]
+__all__ = ["MlpackError", "__version__", "build", "inspect", "load", "open_package", "pull", "push", "verify"]
 
 if TYPE_CHECKING:
     from mlpack.builder import build
     from mlpack.errors import MlpackError
     from mlpack.inspector import inspect
     from mlpack.package import open_package
+    from mlpack.registry import pull, push
+    from mlpack.runtime import load
     from mlpack.verifier import verify
 
 _LAZY = {
@@ -19,6 +21,9 @@ _LAZY = {
     "verify": "mlpack.verifier",
     "inspect": "mlpack.inspector",
     "open_package": "mlpack.package",
+    "load": "mlpack.runtime",
+    "push": "mlpack.registry",
+    "pull": "mlpack.registry",
     "MlpackError": "mlpack.errors",
 }
 

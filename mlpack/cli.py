@@ -320,6 +320,169 @@ def hardware(as_json: JsonOpt = False) -> None:
     _run(as_json, action)
 
 
+@app.command()
+def serve(
+    package: Annotated[
+        str, typer.Argument(help="A package, or a folder of packages to serve together.", show_default=False)
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8080,
+    workers: Annotated[int, typer.Option(help="Processes sharing the port, each with its own sessions.")] = 1,
+    verify_on_start: Annotated[
+        bool,
+        typer.Option(
+            "--verify-on-start/--no-verify-on-start",
+            help="Become ready only after the package verifies here (integrity and golden replay).",
+        ),
+    ] = True,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 64 * 2**20,
+    access_log: Annotated[bool, typer.Option(help="Log every request on stderr.")] = False,
+) -> None:
+    """Serve packages over the Open Inference Protocol (KServe V2 REST) until Ctrl-C or SIGTERM.
+
+    Endpoints: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME[/versions/V][/ready];
+    POST /v2/models/NAME[/versions/V]/infer, with JSON tensors or the binary tensor extension.
+    """
+
+    def action() -> None:
+        from mlpack.serve import serve as run_server
+
+        def announce(bound_host: str, bound_port: int) -> None:
+            sys.stderr.write(f"mlpack serve: listening on http://{bound_host}:{bound_port}\n")
+            sys.stderr.flush()
+
+        run_server(package, host=host, port=port, workers=workers, verify_on_start=verify_on_start,
+                   max_body=max_body_bytes, access_log=access_log, on_listen=announce)  # fmt: skip
+
+    _run(False, action)
+
+
+export_app = typer.Typer(
+    help="Export a package for a serving system: a Triton model repository or a KServe InferenceService.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("triton")
+def export_triton(
+    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    outdir: Annotated[
+        str,
+        typer.Argument(
+            help="Model repository folder; receives NAME/config.pbtxt and NAME/1/.", show_default=False
+        ),
+    ],
+    force: Annotated[bool, typer.Option(help="Replace OUTDIR/NAME if it exists.")] = False,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Override max_batch_size (default: 1024 or the golden rows, when the batch axis is dynamic).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a Triton model repository (onnxruntime platform, typed inputs and outputs, recorded session options)."""
+
+    def action() -> None:
+        from mlpack.export import export_triton as run_export
+
+        folder = run_export(package, outdir, force=force, max_batch_size=max_batch_size)
+        _emit({"model_repository": str(Path(outdir)), "model": str(folder)}, as_json, lambda: f"wrote {folder}")
+
+    _run(as_json, action)
+
+
+@export_app.command("kserve")
+def export_kserve(
+    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    image: Annotated[
+        str | None, typer.Option(help="Model image (modelcar): storageUri becomes oci://IMAGE.")
+    ] = None,
+    storage_uri: Annotated[
+        str | None, typer.Option(help="Where the model lives (s3://, gs://, pvc://, https://…).")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="InferenceService name. [default: from the package name]", show_default=False),
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Write the YAML here instead of stdout.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a KServe InferenceService (V2 protocol, ONNX) for the package; give --image or --storage-uri."""
+
+    def action() -> None:
+        from mlpack.export import kserve_manifest, to_yaml
+        from mlpack.fileio import write_atomic
+
+        manifest = kserve_manifest(package, image=image, storage_uri=storage_uri, name=name)
+        text = json.dumps(manifest, indent=2) + "\n" if as_json else to_yaml(manifest)
+        if out:
+            write_atomic(Path(out), text.encode())
+            sys.stderr.write(f"mlpack: wrote {out}\n")
+        else:
+            sys.stdout.write(text)
+
+    _run(as_json, action)
+
+
+InsecureOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--insecure/--secure",
+        show_default=False,
+        help="Plain HTTP (--insecure) or HTTPS (--secure). [default: plain HTTP only for 127.0.0.1, localhost, [::1]]",
+    ),
+]
+
+
+@app.command()
+def push(
+    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="host[:port]/repository[:tag] or …@sha256:<hex>; the tag defaults to the package version.",
+            show_default=False,
+        ),
+    ],
+    insecure: InsecureOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if the registry fails."""
+
+    def action() -> None:
+        from mlpack.registry import push as push_package
+
+        result = push_package(package, ref, insecure=insecure)
+        _emit(result.to_dict(), as_json, lambda: (
+            f"pushed {result.reference}\n  digest   {result.digest}\n  package  {result.package_digest}\n"
+            f"  pull by  {result.pinned}\n  sent {len(result.uploaded)} blobs, {len(result.skipped)} already there"))  # fmt: skip
+
+    _run(as_json, action)
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="host[:port]/repository:tag or …@sha256:<hex>.", show_default=False)],
+    dest: Annotated[str, typer.Argument(metavar="DIR", help="Folder to put NAME-VERSION in.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace DIR/NAME-VERSION if it exists.")] = False,
+    insecure: InsecureOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pull a package from an OCI registry; nothing is written unless every byte verifies. Exit 2, 3 or 5 on failure."""
+
+    def action() -> None:
+        from mlpack.registry import pull as pull_package
+
+        pkg = pull_package(ref, dest, force=force, insecure=insecure)
+        data = {"path": str(pkg.path), "name": pkg.name, "version": pkg.version, "digest": pkg.digest}
+        _emit(data, as_json, lambda: f"pulled {ref} to {pkg.path} ({pkg.digest})")
+
+    _run(as_json, action)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds through the build's cleanup, so no half-written package remains
 

@@ -115,17 +115,20 @@ def test_torch_dynamo_failure_falls_back_to_legacy(X: np.ndarray, tmp_path: Path
 
 
 def test_large_models_use_external_data_hashed_like_every_file(
-    mlp: Any, X: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
+    X: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
 ) -> None:
-    monkeypatch.setenv("MLPACK_EXTERNAL_DATA_BYTES", "1000")  # this MLP's 1 KB of weights count as "large"
-    package = mlpack.build(mlp, sample=X[:10], out=tmp_path, resolve=False)
+    monkeypatch.setenv("MLPACK_EXTERNAL_DATA_BYTES", "1000")  # a few KB of weights count as "large" here
+    torch.manual_seed(0)
+    wide = torch.nn.Sequential(torch.nn.Linear(4, 128), torch.nn.ReLU(), torch.nn.Linear(128, 3)).eval()
+    package = mlpack.build(wide, sample=X[:10], out=tmp_path, resolve=False)
     m = assert_identical(package.path)
     assert m["model"]["files"] == ["model.onnx", "model.onnx.data"]
     assert "model.onnx.data" in m["files"]
     import onnx
 
     graph = onnx.load_model(str(package.path / "model.onnx"), load_external_data=False).graph
-    assert graph.initializer and all(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer if len(t.dims) == 2)
     data = bytearray((package.path / "model.onnx.data").read_bytes())
     data[0] ^= 1
     (package.path / "model.onnx.data").write_bytes(bytes(data))
@@ -397,3 +400,15 @@ def test_lightgbm_thresholds_keep_native_decisions(tmp_path: Path) -> None:
     m = assert_identical(package.path)
     assert m["source"]["thresholds_rounded_down"] > 0
     assert m["parity"]["status"] == "passed" and m["parity"]["outputs"][0]["max_abs"] < 1e-3
+
+
+def test_sklearn_tensors_move_to_external_data_too(iris: tuple[np.ndarray, np.ndarray], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """skl2onnx stores weights in typed fields (float_data), which ONNX's external-data writer skips."""
+    from sklearn.neural_network import MLPClassifier
+
+    monkeypatch.setenv("MLPACK_EXTERNAL_DATA_BYTES", "1000")
+    model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=50, random_state=0).fit(*iris)
+    package = mlpack.build(model, sample=iris[0], out=tmp_path, resolve=False)
+    m = assert_identical(package.path)
+    assert m["model"]["files"] == ["model.onnx", "model.onnx.data"] and "model.onnx.data" in m["files"]

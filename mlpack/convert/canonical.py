@@ -77,10 +77,16 @@ def write_model(model: Any, folder: Path, filename: str = "model.onnx") -> list[
         return [filename]
     large = onnx.ModelProto()
     large.CopyFrom(model)  # save_model moves the tensors out of the message it is given
+    for tensor in large.graph.initializer:  # only raw_data moves out; skl2onnx writes float_data and friends
+        if not tensor.HasField("raw_data") and tensor.data_type != onnx.TensorProto.STRING:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor), tensor.name))
+    # tensors under 1 KiB stay inline: shape inference must read small constants such as Reshape's shape
     onnx.save_model(large, str(folder / filename), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=EXTERNAL_DATA, size_threshold=0)  # fmt: skip
+                    location=EXTERNAL_DATA, size_threshold=1024)  # fmt: skip
     # the tensors are now in EXTERNAL_DATA, in initializer order; rewrite the graph file deterministically
     graph_only = onnx.load_model(str(folder / filename), load_external_data=False)
     write_atomic(folder / filename, serialise(graph_only))
+    if not (folder / EXTERNAL_DATA).exists():  # every tensor was small: nothing moved out
+        return [filename]
     (folder / EXTERNAL_DATA).chmod(0o644)
     return [filename, EXTERNAL_DATA]

@@ -1,0 +1,98 @@
+"""A real OCI registry (Distribution, Debian's docker-registry) on loopback, for tests that push and pull.
+
+CI installs it (`apt-get install docker-registry`); a missing binary fails loudly instead of skipping, so
+the registry tests can never pass by not running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+BINARY = "/usr/bin/docker-registry"
+STARTUP_S = 20.0
+
+
+@dataclass(frozen=True)
+class Registry:
+    host: str  # 127.0.0.1:<port>, as a REF starts
+    root: Path  # storage.filesystem.rootdirectory
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def blob_file(self, digest: str) -> Path:
+        """Where Distribution's filesystem driver keeps a blob (manifests included)."""
+        hex_ = digest.removeprefix("sha256:")
+        return self.root / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bind to 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def start_registry(folder: Path) -> Iterator[Registry]:
+    """Write a config.yml, serve it on a free loopback port, wait until /v2/ answers, stop it afterwards."""
+    binary = shutil.which(BINARY) or shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail(
+            f"{BINARY} is missing: install it with `apt-get install -y docker-registry` (the registry tests "
+            "need a real registry and are never skipped)."
+        )
+    root = folder / "storage"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {root}\n"
+        "  delete:\n    enabled: true\n"
+        "http:\n"
+        f"  addr: 127.0.0.1:{port}\n"
+    )
+    log = folder / "registry.log"
+    # REGISTRY_* variables would override the config file; the test registry must be exactly this one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=folder
+        )
+    registry = Registry(f"127.0.0.1:{port}", root)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"docker-registry exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{registry.url}/v2/", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"docker-registry did not answer within {STARTUP_S:.0f} s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield registry
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,383 @@
+"""push and pull against a real OCI registry (Distribution) on 127.0.0.1: no mocks, real bytes on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from registry_fixture import Registry, free_port, start_registry
+
+import mlpack
+from mlpack import registry
+from mlpack.errors import EngineError, IntegrityError, UsageError
+from mlpack.package import MANIFEST, open_package
+from tests.conftest import CliRunner
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """One registry for the read-only tests; tests that tamper with storage start their own."""
+    with start_registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_reg(tmp_path: Path) -> Iterator[Registry]:
+    with start_registry(tmp_path / "registry") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pushed(reg: Registry, built: Path) -> registry.PushResult:
+    return registry.push(built, f"{reg.host}/forest")
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def everything_under(folder: Path) -> list[str]:
+    """Hidden entries included: a failed pull must leave no staging folder behind either."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def put_blob(reg: Registry, repository: str, data: bytes) -> dict[str, object]:
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    started = requests.post(f"{reg.url}/v2/{repository}/blobs/uploads/", timeout=10)
+    assert started.status_code == 202, started.text
+    done = requests.put(
+        requests.compat.urljoin(started.url, started.headers["Location"]),
+        params={"digest": digest},
+        data=data,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=10,
+    )
+    assert done.status_code == 201, done.text
+    return {"digest": digest, "size": len(data)}
+
+
+def put_manifest(reg: Registry, repository: str, tag: str, manifest: dict[str, object]) -> str:
+    body = json.dumps(manifest).encode()
+    response = requests.put(
+        f"{reg.url}/v2/{repository}/manifests/{tag}",
+        data=body,
+        headers={"Content-Type": OCI_MANIFEST},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+
+def crafted(
+    reg: Registry, built: Path, repository: str, layers: list[tuple[str, bytes]], **overrides: object
+) -> None:
+    """Push a hand-made manifest whose config is the real mlpack.json, with the layers given."""
+    config = {"mediaType": registry.CONFIG_TYPE, **put_blob(reg, repository, (built / MANIFEST).read_bytes())}
+    descriptors = [
+        {
+            "mediaType": registry.FILE_TYPE,
+            **put_blob(reg, repository, data),
+            "annotations": {registry.TITLE: title},
+        }
+        for title, data in layers
+    ]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": registry.ARTIFACT_TYPE,
+        "config": config,
+        "layers": descriptors,
+        **overrides,
+    }
+    put_manifest(reg, repository, "1", manifest)
+
+
+# --- round trip ---------------------------------------------------------------------------------------------
+
+
+def test_round_trip_keeps_every_byte_and_verifies(
+    reg: Registry, built: Path, pushed: registry.PushResult, tmp_path: Path
+) -> None:
+    local = open_package(built)
+    assert pushed.reference == f"{reg.host}/forest:1"  # the tag defaults to the package version
+    assert pushed.package_digest == local.digest
+    assert set(pushed.uploaded) == {MANIFEST, *local.manifest["files"]}
+
+    pulled = registry.pull(f"{reg.host}/forest:1", tmp_path)
+
+    assert pulled.path == tmp_path / "forest-1"
+    assert pulled.digest == local.digest
+    assert files_of(pulled.path) == files_of(built)
+    assert [p.name for p in tmp_path.iterdir()] == ["forest-1"]  # no staging folder left beside it
+    assert mlpack.verify(pulled.path).verdict == "identical"
+
+
+def test_pull_by_digest(reg: Registry, built: Path, pushed: registry.PushResult, tmp_path: Path) -> None:
+    assert pushed.pinned == f"{reg.host}/forest@{pushed.digest}"
+    by_digest = registry.pull(pushed.pinned, tmp_path / "a")
+    both = registry.pull(f"{reg.host}/forest:ignored@{pushed.digest}", tmp_path / "b")  # the digest wins
+    assert by_digest.digest == both.digest == open_package(built).digest
+    assert files_of(by_digest.path) == files_of(built)
+
+
+def test_push_twice_gives_the_same_digest_and_skips_blobs(
+    reg: Registry, package: Path, pushed: registry.PushResult
+) -> None:
+    """A copy elsewhere on disk pushes to the same manifest digest, and sends no blob the registry holds."""
+    again = registry.push(package, f"{reg.host}/forest:again")
+    assert again.digest == pushed.digest
+    assert again.package_digest == pushed.package_digest
+    assert again.uploaded == ()
+    assert set(again.skipped) == set(pushed.uploaded)
+    digest_ref = registry.push(package, f"{reg.host}/forest@{pushed.digest}")
+    assert digest_ref.reference == f"{reg.host}/forest@{pushed.digest}"
+
+
+def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.PushResult) -> None:
+    response = requests.get(f"{reg.url}/v2/forest/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10)
+    assert response.status_code == 200
+    body = response.content
+    assert (
+        f"sha256:{hashlib.sha256(body).hexdigest()}" == pushed.digest == response.headers["Docker-Content-Digest"]
+    )
+    manifest = json.loads(body)
+    assert body == json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()  # canonical
+
+    local = open_package(built)
+    config_bytes = (built / MANIFEST).read_bytes()
+    assert manifest["schemaVersion"] == 2
+    assert manifest["mediaType"] == OCI_MANIFEST
+    assert manifest["artifactType"] == "application/vnd.mlpack.package.v1"
+    assert manifest["config"] == {
+        "mediaType": "application/vnd.mlpack.manifest.v1+json",
+        "digest": local.digest,
+        "size": len(config_bytes),
+    }
+    config = requests.get(f"{reg.url}/v2/forest/blobs/{local.digest}", timeout=10)
+    assert config.content == config_bytes  # the exact bytes of mlpack.json
+
+    files = local.manifest["files"]
+    assert [layer["annotations"]["org.opencontainers.image.title"] for layer in manifest["layers"]] == sorted(
+        files
+    )
+    for layer in manifest["layers"]:
+        title = layer["annotations"]["org.opencontainers.image.title"]
+        expected_type = (
+            "application/vnd.mlpack.model.onnx" if title == "model.onnx" else "application/vnd.mlpack.file.v1"
+        )
+        assert layer["mediaType"] == expected_type
+        assert layer["digest"] == f"sha256:{files[title]}"
+        assert layer["size"] == (built / title).stat().st_size
+    assert manifest["annotations"] == {
+        "org.mlpack.package.digest": local.digest,
+        "org.mlpack.package.name": "forest",
+        "org.mlpack.package.version": "1",
+        "org.opencontainers.image.version": "1",
+        "org.opencontainers.image.created": local.manifest["created"],
+    }
+
+
+# --- refusals -----------------------------------------------------------------------------------------------
+
+
+def test_tampered_blob_in_the_registry_is_refused(fresh_reg: Registry, built: Path, tmp_path: Path) -> None:
+    pushed = registry.push(built, f"{fresh_reg.host}/forest")
+    model_digest = f"sha256:{open_package(built).manifest['files']['model.onnx']}"
+    blob = fresh_reg.blob_file(model_digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    dest = tmp_path / "dest"
+
+    for ref in (f"{fresh_reg.host}/forest:1", pushed.pinned):
+        with pytest.raises(IntegrityError, match=r"model\.onnx does not match its digest"):
+            registry.pull(ref, dest)
+        assert everything_under(dest) == []
+
+
+def test_tampered_manifest_in_the_registry_is_refused(fresh_reg: Registry, built: Path, tmp_path: Path) -> None:
+    pushed = registry.push(built, f"{fresh_reg.host}/forest")
+    blob = fresh_reg.blob_file(pushed.digest)
+    blob.write_bytes(
+        blob.read_bytes().replace(b'"org.mlpack.package.name":"forest"', b'"org.mlpack.package.name":"forect"')
+    )
+    dest = tmp_path / "dest"
+    for ref in (pushed.pinned, f"{fresh_reg.host}/forest:1"):
+        with pytest.raises(IntegrityError, match="corrupt or was tampered with"):
+            registry.pull(ref, dest)
+    assert everything_under(dest) == []
+
+
+@pytest.mark.parametrize(
+    "titles",
+    [
+        ["../evil"],
+        ["reference/../../evil"],
+        ["ABSOLUTE/evil"],
+        ["model.onnx", "model.onnx"],
+        ["mlpack.json"],
+        ["reference", "reference/inputs.npz"],
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "duplicate", "manifest", "file-and-folder"],
+)
+def test_path_traversal_titles_are_refused(reg: Registry, built: Path, tmp_path: Path, titles: list[str]) -> None:
+    dest = tmp_path / "pkgs" / "dest"
+    outside = tmp_path / "outside"
+    titles = [t.replace("ABSOLUTE", str(outside)) for t in titles]
+    repository = f"evil-{hashlib.sha256(repr(titles).encode()).hexdigest()[:12]}"
+    crafted(reg, built, repository, [(title, b"evil bytes\n") for title in titles])
+
+    with pytest.raises(IntegrityError, match="path traversal"):
+        registry.pull(f"{reg.host}/{repository}:1", dest)
+    assert everything_under(tmp_path) == []  # nothing at dest, beside it, or outside
+
+
+def test_layers_must_match_the_package_manifest(reg: Registry, built: Path, tmp_path: Path) -> None:
+    """A layer set that differs from mlpack.json's files (here: one extra file) is refused before writing."""
+    files = open_package(built).manifest["files"]
+    layers = [(title, (built / title).read_bytes()) for title in sorted(files)] + [
+        ("extra/payload.sh", b"#!/bin/sh\n")
+    ]
+    crafted(reg, built, "extra", layers)
+    with pytest.raises(IntegrityError, match=r"unlisted layers extra/payload\.sh"):
+        registry.pull(f"{reg.host}/extra:1", tmp_path)
+    assert everything_under(tmp_path) == []
+
+
+def test_other_artifacts_are_not_mlpack_packages(reg: Registry, built: Path, tmp_path: Path) -> None:
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", **put_blob(reg, "image", b"{}")}
+    put_manifest(
+        reg, "image", "1", {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}
+    )
+    with pytest.raises(UsageError, match="not an mlpack package"):
+        registry.pull(f"{reg.host}/image:1", tmp_path)
+    assert everything_under(tmp_path) == []
+
+
+def test_wrong_digest_reference(reg: Registry, package: Path, pushed: registry.PushResult, tmp_path: Path) -> None:
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(EngineError, match=r"HTTP 404 .*MANIFEST_UNKNOWN"):
+        registry.pull(f"{reg.host}/forest@{wrong}", tmp_path / "a")
+    with pytest.raises(UsageError, match="not a sha256 digest"):
+        registry.pull(f"{reg.host}/forest@sha256:abc", tmp_path / "b")
+    with pytest.raises(IntegrityError, match="artifact digest"):
+        registry.push(package, f"{reg.host}/forest-wrong@{wrong}")
+    assert requests.head(f"{reg.url}/v2/forest-wrong/manifests/{wrong}", timeout=10).status_code == 404
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unreachable_registry(package: Path, tmp_path: Path) -> None:
+    host = f"127.0.0.1:{free_port()}"  # closed: nothing listens there
+    sentence = f"registry not reachable at http://{host}: start it or check the address."
+    with pytest.raises(EngineError) as pushing:
+        registry.push(package, f"{host}/forest")
+    with pytest.raises(EngineError) as pulling:
+        registry.pull(f"{host}/forest:1", tmp_path / "dest")
+    assert pushing.value.message == pulling.value.message == sentence
+    assert pushing.value.exit_code == 5
+
+
+def test_tls_against_a_plain_http_registry(reg: Registry, package: Path) -> None:
+    with pytest.raises(EngineError, match=r"TLS with the registry at https://.*pass --insecure"):
+        registry.push(package, f"{reg.host}/forest", insecure=False)
+
+
+def test_existing_destination_is_refused_unless_force(
+    reg: Registry, pushed: registry.PushResult, tmp_path: Path
+) -> None:
+    first = registry.pull(pushed.pinned, tmp_path)
+    marker = first.path / "reference" / "stale.txt"
+    marker.write_text("left from before\n")
+    with pytest.raises(UsageError, match="already exists"):
+        registry.pull(pushed.pinned, tmp_path)
+    assert marker.exists()
+
+    again = registry.pull(pushed.pinned, tmp_path, force=True)
+    assert again.path == first.path and again.digest == pushed.package_digest
+    assert not marker.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["forest-1"]
+
+
+def test_push_refuses_a_tampered_package(reg: Registry, package: Path) -> None:
+    (package / "hardware.json").write_text("{}\n")
+    with pytest.raises(IntegrityError, match=r"hardware\.json \(changed\)"):
+        registry.push(package, f"{reg.host}/tampered")
+    assert requests.head(f"{reg.url}/v2/tampered/manifests/1", timeout=10).status_code == 404
+
+
+# --- references (pure) --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "registry_", "repository", "tag", "digest"),
+    [
+        ("127.0.0.1:5000/forest", "127.0.0.1:5000", "forest", None, None),
+        ("localhost/team/forest:3", "localhost", "team/forest", "3", None),
+        ("[::1]:5000/forest:v1.0-rc_1", "[::1]:5000", "forest", "v1.0-rc_1", None),
+        (f"ghcr.io/org/forest@sha256:{'a' * 64}", "ghcr.io", "org/forest", None, f"sha256:{'a' * 64}"),
+        (f"reg.example.com:443/a/b:2@sha256:{'b' * 64}", "reg.example.com:443", "a/b", "2", f"sha256:{'b' * 64}"),
+    ],
+)
+def test_parse_reference(ref: str, registry_: str, repository: str, tag: str | None, digest: str | None) -> None:
+    parsed = registry.parse_reference(ref)
+    assert parsed == registry.Reference(registry_, repository, tag, digest)
+    assert str(parsed) == ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("forest:1", "not a registry reference"),
+        ("team/forest:1", "names no registry host"),
+        ("127.0.0.1:5000/Forest:1", "lowercase"),
+        ("http://127.0.0.1:5000/forest:1", "is a URL"),
+        ("127.0.0.1:5000/forest@md5:abc", "not a sha256 digest"),
+        ("127.0.0.1:5000/forest:bad tag", "not a registry reference"),
+    ],
+)
+def test_bad_references(ref: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        registry.parse_reference(ref)
+
+
+def test_pull_needs_a_tag_or_digest(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no tag or digest"):
+        registry.pull("127.0.0.1:5000/forest", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("host", "insecure", "scheme"),
+    [
+        ("127.0.0.1:5000", None, "http"),
+        ("localhost:5000", None, "http"),
+        ("[::1]:5000", None, "http"),
+        ("127.0.0.1:5000", False, "https"),
+        ("registry.example.com", None, "https"),
+        ("registry.example.com:5000", True, "http"),
+        ("10.0.0.7:5000", None, "https"),
+    ],
+)
+def test_plain_http_only_for_loopback_or_when_asked(host: str, insecure: bool | None, scheme: str) -> None:
+    assert registry.parse_reference(f"{host}/forest:1").base_url(insecure) == f"{scheme}://{host}"
+
+
+def test_push_and_pull_through_the_cli(reg: Registry, built: Path, tmp_path: Path, cli: CliRunner) -> None:
+    pushed = cli("push", built, f"{reg.host}/cli-forest", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    data = json.loads(pushed.stdout)
+    assert data["package_digest"] == open_package(built).digest
+    pulled = cli("pull", f"{reg.host}/cli-forest@{data['digest']}", tmp_path / "here", "--json")
+    assert pulled.returncode == 0, pulled.stderr
+    target = Path(json.loads(pulled.stdout)["path"])
+    assert json.loads(pulled.stdout)["digest"] == data["package_digest"]
+    assert cli("verify", target).returncode == 0
+    again = cli("pull", f"{reg.host}/cli-forest:1", tmp_path / "here")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    closed = cli("push", built, f"127.0.0.1:{free_port()}/x")
+    assert closed.returncode == 5 and "not reachable" in closed.stderr and "Traceback" not in closed.stderr
