@@ -27,7 +27,6 @@ from tests.conftest import CliRunner
 @pytest.fixture(scope="module")
 def model_config() -> ModuleType:
     """Triton's ModelConfig protobuf, loaded from its file: ``import tritonclient.grpc`` needs grpcio."""
-    pytest.importorskip("tritonclient")
     spec = importlib.util.find_spec("tritonclient")
     assert spec is not None and spec.submodule_search_locations
     path = Path(next(iter(spec.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
@@ -165,7 +164,7 @@ def test_existing_target_needs_force(built: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def churn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A package with string inputs and string labels (a ColumnTransformer over a DataFrame)."""
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -193,10 +192,13 @@ def test_string_inputs_and_labels(churn: Path, tmp_path: Path, model_config: Mod
 
 
 def test_external_data_travels_with_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     monkeypatch.setenv("MLPACK_EXTERNAL_DATA_BYTES", "1000")  # this MLP's weights count as "large"
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(4, 128), torch.nn.ReLU(), torch.nn.Linear(128, 3)).eval()  # tensors > 1 KiB
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(4, 128), torch.nn.ReLU(), torch.nn.Linear(128, 3)
+    ).eval()  # tensors > 1 KiB
     sample = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
     package = mlpack.build(mlp, sample=sample, name="mlp", out=tmp_path / "dist", resolve=False)
     assert package.manifest["model"]["files"] == [MODEL, "model.onnx.data"]
@@ -333,7 +335,8 @@ def test_to_yaml_structure_and_scalars() -> None:
 
 def test_to_yaml_round_trips_through_pyyaml(built: Path) -> None:
     """Where PyYAML (YAML 1.1, the strictest reader about plain words) is installed, it reads back the data."""
-    yaml = pytest.importorskip("yaml")
+    import yaml
+
     data: dict[str, Any] = {"values": TRICKY, "numbers": [0, -3, 2.5, 1e-05, 1e20, True, False, None]}
     data["manifest"] = kserve_manifest(built, image="registry.example.com/forest:1")
     assert yaml.safe_load(to_yaml(data)) == data

@@ -9,16 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+import xgboost as xgb
 
 import mlpack
 from tests.conftest import CliRunner, one_sentence_error
-
-torch = pytest.importorskip("torch", reason="the [torch] extra is part of the test extra")
-xgb = pytest.importorskip("xgboost")
-lgb = pytest.importorskip("lightgbm")
-pd = pytest.importorskip("pandas")
 
 PLUGIN = Path(__file__).parent / "plugin"
 

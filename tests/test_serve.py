@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+import tritonclient.http as httpclient
 
 import mlpack
 from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import load_npz
-
-httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is part of the test extra")
 
 
 class Server:
