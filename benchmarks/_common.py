@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import statistics
 import sys
 from pathlib import Path
@@ -40,8 +41,11 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
-def conclude(what: str, value: float, limit: float, unit: str = "") -> bool:
+COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
+
+
+def conclude(what: str, value: float, limit: float, unit: str = "", op: str = "<=") -> bool:
     """Print the closing line: the target, the measured value, and whether the target was met."""
-    met = value <= limit
-    print(f"target: {what} <= {limit:g}{unit}; measured {value:.3g}{unit}: {'MET' if met else 'NOT MET'}")
+    met = COMPARE[op](value, limit)
+    print(f"target: {what} {op} {limit:g}{unit}; measured {value:.3g}{unit}: {'MET' if met else 'NOT MET'}")
     return met

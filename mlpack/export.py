@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from mlpack import __version__
 from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import sha256_file, write_atomic
-from mlpack.package import MODEL, Package, check_integrity, open_package, staging
+from mlpack.package import MODEL, Package, open_intact, staging
 
 TRITON_PLATFORM = "onnxruntime_onnx"
 TRITON_CONFIG = "config.pbtxt"
@@ -51,14 +51,7 @@ _INSTANCE_KINDS = {"CPUExecutionProvider": "KIND_CPU", "CUDAExecutionProvider": 
 
 def _open_intact(path: str | Path) -> Package:
     """Exports copy or point at the package's files, so a changed file must stop them before anything is written."""
-    package = open_package(path)
-    problems = check_integrity(package)
-    if problems:
-        names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
-        raise IntegrityError(
-            f"{package.path} does not match its manifest: {names}; export an intact copy of the package."
-        )
-    return package
+    return open_intact(path, "export an intact copy of the package.")
 
 
 # ---- Triton

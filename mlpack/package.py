@@ -118,6 +118,21 @@ def check_integrity(package: Package) -> list[Problem]:
     return problems
 
 
+def describe_problems(problems: list[Problem]) -> str:
+    return ", ".join(f"{p.file} ({p.kind})" for p in problems[:5]) + (" …" if len(problems) > 5 else "")
+
+
+def open_intact(path: Path | str, advice: str) -> Package:
+    """Open a package and refuse it, naming the files, unless every file matches its manifest."""
+    package = open_package(path)
+    problems = check_integrity(package)
+    if problems:
+        raise IntegrityError(
+            f"{package.path} does not match its manifest: {describe_problems(problems)}; {advice}"
+        )
+    return package
+
+
 def package_dir_name(name: str, version: str) -> str:
     for label, value in (("name", name), ("version", version)):
         if not NAME_RE.match(value):

@@ -43,6 +43,7 @@ from mlpack.package import (
     MODEL,
     Package,
     check_integrity,
+    open_intact,
     open_package,
     package_dir_name,
     staging,
@@ -196,13 +197,7 @@ def artifact_manifest(package: Package) -> bytes:
 
 def push(package: str | Path, ref: str, *, insecure: bool | None = None) -> PushResult:
     """Upload a verified package as an OCI artifact; blobs the registry already holds are not sent again."""
-    local = open_package(package)
-    problems = check_integrity(local)
-    if problems:
-        names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
-        raise IntegrityError(
-            f"{local.path} does not match its manifest ({names}): rebuild it; a tampered package is never pushed."
-        )
+    local = open_intact(package, "rebuild it: a tampered package is never pushed.")
     target = parse_reference(ref)
     if target.tag is None and target.digest is None:
         target = replace(target, tag=local.version)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from mlpack import reference
-from mlpack.errors import IntegrityError, UsageError
-from mlpack.package import Package, check_integrity, open_package
+from mlpack.errors import UsageError
+from mlpack.package import Package, open_intact, open_package
 from mlpack.sample import ORT_DTYPES
 
 
@@ -75,12 +75,7 @@ class Model:
 
 def load(path: str | Path, *, threads: int | None = None, check: bool = True) -> Model:
     """Open a package for prediction; with ``check`` (the default) refuse one whose files were changed."""
-    package = open_package(path)
-    if check:
-        problems = check_integrity(package)
-        if problems:
-            names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
-            raise IntegrityError(f"{package.path} does not match its manifest: {names}.")
+    package = open_intact(path, "refusing to load it.") if check else open_package(path)
     settings = reference.SessionSettings.from_dict(package.manifest["runtime"]["session"])
     if threads is not None:
         settings = replace(settings, intra_op_num_threads=threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,11 +42,16 @@ def _batch_dims(model: Any) -> None:
             dims[0].dim_param = "N"
 
 
-class _Booster:
+class _Booster(ABC):
     name = ""
     extra = ""
     onnxmltools_function = ""  # the onnxmltools entry point for this framework
     converter_options: ClassVar[dict[str, Any]] = {}
+
+    @staticmethod
+    @abstractmethod
+    def booster_predict(model: Any, array: np.ndarray) -> Any:
+        """A native Booster's raw prediction: probabilities for classifiers, values for regressors."""
 
     def accepts(self, model: Any) -> bool:
         return top_module(model) == self.name
@@ -73,6 +79,18 @@ class _Booster:
             details["opset_capped"] = f"asked for {options.opset}; onnxmltools supports at most {opset}"
         return Converted(model=onx, input_cast=casts, details=details)
 
+    def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+        (array,) = feeds.values()
+        results: list[Any]
+        if type(model).__name__ == "Booster":  # the native API; the scikit-learn wrappers answer below
+            raw = np.asarray(self.booster_predict(model, array))
+            results = _classifier_outputs(raw) if len(output_names) == 2 else [raw]
+        elif len(output_names) == 2:
+            results = [model.predict(array), model.predict_proba(array)]
+        else:
+            results = [model.predict(array)]
+        return {name: np.asarray(result) for name, result in zip(output_names, results, strict=True)}
+
 
 class XGBoostConverter(_Booster):
     name = "xgboost"
@@ -82,19 +100,11 @@ class XGBoostConverter(_Booster):
 
     onnxmltools_function = "convert_xgboost"
 
-    def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+    @staticmethod
+    def booster_predict(model: Any, array: np.ndarray) -> Any:
         import xgboost as xgb
 
-        (array,) = feeds.values()
-        results: list[Any]
-        if isinstance(model, xgb.Booster):
-            raw = model.predict(xgb.DMatrix(array))
-            results = _classifier_outputs(raw) if len(output_names) == 2 else [raw]
-        elif len(output_names) == 2:
-            results = [model.predict(array), model.predict_proba(array)]
-        else:
-            results = [model.predict(array)]
-        return {name: np.asarray(result) for name, result in zip(output_names, results, strict=True)}
+        return model.predict(xgb.DMatrix(array))
 
 
 def _round_down(threshold: float) -> np.float32:
@@ -161,16 +171,6 @@ class LightGBMConverter(_Booster):
         details = {**converted.details, "thresholds_rounded_down": changed}
         return Converted(converted.model, converted.input_cast, details)
 
-    def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-        import lightgbm as lgb
-
-        (array,) = feeds.values()
-        results: list[Any]
-        if isinstance(model, lgb.Booster):
-            raw = np.asarray(model.predict(array))
-            results = _classifier_outputs(raw) if len(output_names) == 2 else [raw]
-        elif len(output_names) == 2:
-            results = [model.predict(array), model.predict_proba(array)]
-        else:
-            results = [model.predict(array)]
-        return {name: np.asarray(result) for name, result in zip(output_names, results, strict=True)}
+    @staticmethod
+    def booster_predict(model: Any, array: np.ndarray) -> Any:
+        return model.predict(array)
