@@ -483,6 +483,49 @@ def pull(
     _run(as_json, action)
 
 
+@app.command()
+def containerize(
+    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    tag: Annotated[
+        str | None, typer.Option(help="Release tag. [default: mlpack/NAME:VERSION]", show_default=False)
+    ] = None,
+    base: Annotated[
+        str, typer.Option(help="Base image with CPython 3.11 (its digest is recorded).")
+    ] = "python:3.11-slim-bookworm",
+    push: Annotated[bool, typer.Option("--push", help="Push the release tag after the gate passes.")] = False,
+    context: Annotated[str | None, typer.Option(help="Keep the rendered build context in this folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a hermetic serving image, run mlpack verify inside it with no network, and tag it only if it passes.
+
+    The engine is whatever DOCKER_HOST names: Docker, or Podman's API service. Exit 1 when the image does not
+    reproduce the golden outputs (the candidate is removed), 5 when the engine or a build step fails.
+    """
+
+    def action() -> None:
+        from mlpack.container.engine import GateFailed
+        from mlpack.container.engine import containerize as build_image
+
+        def progress(step: str) -> None:
+            if not (quiet or as_json):
+                sys.stderr.write(f"mlpack: {step}…\n")
+
+        try:
+            result = build_image(package, tag=tag, base=base, push=push,
+                                 context_dir=Path(context) if context else None, progress=progress)  # fmt: skip
+        except GateFailed as exc:
+            if not as_json:
+                sys.stderr.write(json.dumps(exc.report.get("outputs", []), indent=1)[:4000] + "\n")
+            raise
+        _emit(result.to_dict(), as_json, lambda: (
+            f"released {result.tag} ({result.image_id[:19]})\n  verified inside: {result.verdict}\n"
+            f"  base {result.base} ({result.base_digest})\n  package {result.package_digest}"
+            + (f"\n  pushed {result.pushed}" if result.pushed else "")))  # fmt: skip
+
+    _run(as_json, action)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds through the build's cleanup, so no half-written package remains
 

@@ -1,0 +1,170 @@
+"""Build through the Docker SDK against whatever DOCKER_HOST names (Docker, or Podman's API service), then
+run mlpack verify inside the candidate image with no network, and tag it for release only if it passes."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpack.container import DIGEST_LABEL, Context, render, verify_report
+from mlpack.errors import ConversionError, EngineError, UsageError
+
+DEFAULT_BASE = "python:3.11-slim-bookworm"
+START_HINT = (
+    "start Docker, or Podman's API service (podman system service --time=0 unix:///run/podman/podman.sock) "
+    "and set DOCKER_HOST=unix:///run/podman/podman.sock"
+)
+
+
+class GateFailed(ConversionError):
+    """The image does not reproduce the golden outputs: it was removed and not tagged (exit 1)."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    image_id: str
+    tag: str
+    base: str
+    base_digest: str | None
+    package_digest: str
+    verdict: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    pushed: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def client() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise UsageError("The docker engine needs the docker package: pip install docker.") from None
+    try:
+        engine = docker.from_env(timeout=600)
+        engine.ping()
+    except Exception as exc:
+        where = os.environ.get("DOCKER_HOST", "the default Docker socket")
+        raise EngineError(
+            f"No container engine answers at {where} ({type(exc).__name__}): {START_HINT}."
+        ) from None
+    return engine
+
+
+def _base_digest(engine: Any, base: str) -> str | None:
+    import docker
+
+    try:
+        image = engine.images.get(base)
+    except docker.errors.ImageNotFound:
+        raise EngineError(
+            f"The base image {base} is not in the engine's store: pull or import it first (for example "
+            "`podman import base.tar NAME` from an mmdebstrap rootfs)."
+        ) from None
+    digests = image.attrs.get("RepoDigests") or []
+    return str(digests[0]) if digests else str(image.id)
+
+
+def _build(engine: Any, context: Context, candidate: str) -> Any:
+    import docker
+
+    try:
+        image, _ = engine.images.build(
+            path=str(context.folder), tag=candidate, rm=True, forcerm=True, network_mode="none", pull=False
+        )
+    except docker.errors.BuildError as exc:
+        lines = [str(step.get("stream") or step.get("error") or "").rstrip() for step in exc.build_log]
+        tail = "\n".join(line for line in lines if line)[-2000:]
+        raise EngineError(f"The image build failed: {exc.msg}\n{tail}") from None
+    except docker.errors.APIError as exc:
+        raise EngineError(f"The engine refused the build: {exc.explanation or exc}") from None
+    return image
+
+
+def gate(engine: Any, image: Any, name: str) -> dict[str, Any]:
+    """Run `mlpack verify` on the package inside the image with no network; return its JSON report."""
+    container = engine.containers.create(
+        image.id,
+        entrypoint=["/opt/mlpack/bin/mlpack", "verify", f"/models/{name}", "--json"],
+        network_mode="none",
+        ulimits=[{"Name": "nofile", "Soft": 1024, "Hard": 1024}, {"Name": "nproc", "Soft": 1024, "Hard": 1024}],
+    )
+    try:
+        container.start()
+        status = container.wait(timeout=600)
+        output = container.logs(stdout=True, stderr=False).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    report = verify_report(output)
+    report.setdefault("exit_code", status.get("StatusCode"))
+    return report
+
+
+def containerize(
+    package: str | Path,
+    *,
+    tag: str | None = None,
+    base: str = DEFAULT_BASE,
+    push: bool = False,
+    context_dir: Path | None = None,
+    progress: Any = None,
+) -> ImageResult:
+    say = progress or (lambda _step: None)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    engine = client()
+    base_digest = _base_digest(engine, base)
+    say("rendering the build context (wheelhouse of the runtime lock)")
+    context = render(package, base, context_dir)
+    seconds["context"] = round(time.perf_counter() - started, 2)
+    release = tag or f"mlpack/{context.package.name}:{context.package.version}"
+    candidate = f"{release.rsplit(':', 1)[0]}:candidate-{context.package.digest.removeprefix('sha256:')[:12]}"
+    say(f"building {candidate}")
+    image = _build(engine, context, candidate)
+    seconds["build"] = round(time.perf_counter() - started - seconds["context"], 2)
+    say("verifying the package inside the image (no network)")
+    report = gate(engine, image, context.package.name)
+    seconds["gate"] = round(time.perf_counter() - started - seconds["context"] - seconds["build"], 2)
+    if report.get("exit_code") != 0 or not report.get("passed"):
+        engine.images.remove(image.id, force=True)
+        verdict = report.get("verdict", "error")
+        raise GateFailed(
+            f"The image does not pass mlpack verify ({verdict}: {report.get('message', 'no report')}); "
+            "it was removed and not tagged.",
+            report,
+        )
+    repository, _, version = release.rpartition(":")
+    image.tag(repository, version)
+    engine.images.remove(candidate)  # the candidate name only; the image keeps the release tag
+    pushed = None
+    if push:
+        say(f"pushing {release}")
+        pushed = _push(engine, repository, version)
+    labels = engine.images.get(release).labels or {}
+    if labels.get(DIGEST_LABEL) != context.package.digest:
+        raise EngineError(f"The image's {DIGEST_LABEL} label does not match the package digest.")
+    return ImageResult(
+        image_id=str(image.id), tag=release, base=base, base_digest=base_digest, package_digest=context.package.digest,
+        verdict=str(report.get("verdict")), seconds=seconds, pushed=pushed,
+    )  # fmt: skip
+
+
+def _push(engine: Any, repository: str, tag: str) -> str:
+    """Push the release tag. Docker treats loopback registries as plain HTTP already; Podman needs them listed
+    as insecure in registries.conf."""
+    try:
+        for line in engine.images.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in line:
+                raise EngineError(f"Pushing {repository}:{tag} failed: {line['error']}")
+    except EngineError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"Pushing {repository}:{tag} failed: {exc}") from None
+    return f"{repository}:{tag}"
