@@ -472,7 +472,7 @@ def part_throughput(ours: Endpoint, theirs: Endpoint, rounds: int, seconds: floa
     for r in range(rounds):
         for endpoint in (ours, theirs) if r % 2 == 0 else (theirs, ours):
             runs[endpoint.label].append(hammer(endpoint, 10**7, 8, seconds))
-    print(f"2. throughput at batch 1, concurrency 8 (8 threads, a keep-alive connection each), {rounds} rounds")
+    print(f"2. throughput at batch 1, concurrency 8 (8 threads, a keep-alive connection each), {rounds} round(s)")
     print(f"   of {seconds:g} s each, alternating; every answer's label checked")
     rates = {}
     for label, done in runs.items():

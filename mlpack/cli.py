@@ -494,6 +494,14 @@ def containerize(
     ] = "python:3.11-slim-bookworm",
     push: Annotated[bool, typer.Option("--push", help="Push the release tag after the gate passes.")] = False,
     context: Annotated[str | None, typer.Option(help="Keep the rendered build context in this folder.")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="docker: build through DOCKER_HOST (Docker or Podman) and gate; "
+            "oci: write an OCI layout with no daemon (--out)."
+        ),
+    ] = "docker",
+    out: Annotated[str | None, typer.Option(help="With --engine oci: the OCI layout folder to write.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -506,11 +514,24 @@ def containerize(
     def action() -> None:
         from mlpack.container.engine import GateFailed
         from mlpack.container.engine import containerize as build_image
+        from mlpack.errors import UsageError
 
         def progress(step: str) -> None:
             if not (quiet or as_json):
                 sys.stderr.write(f"mlpack: {step}…\n")
 
+        if engine == "oci":
+            from mlpack.container.oci import write_image
+
+            if not out or push:
+                raise UsageError("--engine oci writes an OCI layout: give --out DIR (and push it with skopeo).")
+            written = write_image(package, out, base, tag)
+            _emit(written.to_dict(), as_json, lambda: (
+                f"wrote oci:{written.layout}:{written.tag}\n  image digest {written.digest}\n"
+                f"  package {written.package_digest}\n  layers {written.layers}"))  # fmt: skip
+            return
+        if engine != "docker":
+            raise UsageError(f"--engine must be docker or oci, not {engine!r}.")
         try:
             result = build_image(package, tag=tag, base=base, push=push,
                                  context_dir=Path(context) if context else None, progress=progress)  # fmt: skip

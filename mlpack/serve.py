@@ -182,6 +182,10 @@ def _json_data(value: np.ndarray) -> list[Any]:
 class Handler(BaseHTTPRequestHandler):
     server: V2Server
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+    # Headers and body leave in one send, without Nagle's wait: otherwise every reply sits out the client's
+    # 40 ms delayed ACK (measured: p50 43.9 ms -> 0.32 ms at batch 1).
+    disable_nagle_algorithm = True
+    wbufsize = -1
     server_version = f"mlpack/{__version__}"
 
     def log_message(self, format: str, *args: Any) -> None:

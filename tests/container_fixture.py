@@ -78,6 +78,17 @@ def base_image(cache: Path) -> str:
         return BASE_IMAGE
     except docker.errors.ImageNotFound:
         pass
+    tarball = base_tarball(cache)
+    engine = docker.from_env()
+    repository, tag = BASE_IMAGE.rsplit(":", 1)
+    answer = engine.api.import_image(src=str(tarball), repository=repository, tag=tag)
+    image_id = json.loads(answer.strip().splitlines()[-1])["status"] if isinstance(answer, str) else None
+    engine.images.get(image_id or f"{repository}:latest").tag(repository, tag)  # Podman's API drops the tag
+    return BASE_IMAGE
+
+
+def base_tarball(cache: Path) -> Path:
+    """A bookworm rootfs with python3 and python3-venv, made once with mmdebstrap and cached."""
     tarball = cache / f"bookworm-python3-{EPOCH}.tar"
     if not tarball.is_file():
         _require("mmdebstrap")
@@ -86,9 +97,4 @@ def base_image(cache: Path) -> str:
         subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,python3-venv", "bookworm",
                         str(partial)], check=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH}, timeout=900)  # fmt: skip
         partial.rename(tarball)
-    engine = docker.from_env()
-    repository, tag = BASE_IMAGE.rsplit(":", 1)
-    answer = engine.api.import_image(src=str(tarball), repository=repository, tag=tag)
-    image_id = json.loads(answer.strip().splitlines()[-1])["status"] if isinstance(answer, str) else None
-    engine.images.get(image_id or f"{repository}:latest").tag(repository, tag)  # Podman's API drops the tag
-    return BASE_IMAGE
+    return tarball

@@ -46,10 +46,14 @@ def podman_healthcheck(image: str) -> dict[str, Any]:
 
 
 def run_in(engine: Any, image: str, *command: str) -> str:
-    output = engine.containers.run(
-        image, entrypoint=list(command), network_mode="none", remove=True, ulimits=ULIMITS
-    )
-    return str(output.decode())
+    """Standard output only: some engines' combined logs interleave stderr into it."""
+    container = engine.containers.create(image, entrypoint=list(command), network_mode="none", ulimits=ULIMITS)
+    try:
+        container.start()
+        container.wait(timeout=300)
+        return str(container.logs(stdout=True, stderr=False).decode())
+    finally:
+        container.remove(force=True)
 
 
 def test_release_image_passes_the_gate_and_serves(engine: Any, base: str, built: Path, cli: CliRunner) -> None:
@@ -137,3 +141,41 @@ def test_offline_package_cannot_be_containerized(engine: Any, forest: Any, iris:
     result = cli("containerize", offline.path, "--base", "localhost/anything:1")
     assert result.returncode in (2, 5)
     assert "runtime lock" in result.stderr or "not in the engine's store" in result.stderr
+
+
+def test_daemonless_oci_layout_is_reproducible_valid_and_runs(
+    engine: Any, built: Path, tmp_path: Path, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from container_fixture import base_tarball
+
+    cache = Path(os.environ.get("MLPACK_TEST_IMAGE_CACHE", os.path.expanduser("~/.cache/mlpack-test")))
+    rootfs = base_tarball(cache)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    first = cli("containerize", built, "--engine", "oci", "--out", tmp_path / "one", "--base", rootfs, "--json")
+    assert first.returncode == 0, first.stderr + first.stdout
+    time.sleep(1.1)  # another second on the clock, another folder: still the same image
+    (tmp_path / "elsewhere").mkdir()
+    second = cli("containerize", built, "--engine", "oci", "--out", tmp_path / "two", "--base", rootfs, "--json",
+                 cwd=tmp_path / "elsewhere")  # fmt: skip
+    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    assert one["digest"] == two["digest"] and one["layers"]["runtime"] < 200 * 10**6
+    index = json.loads((tmp_path / "one" / "index.json").read_text())
+    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "forest-1"
+    # skopeo checks every blob digest while copying; the archive then loads and runs in Podman
+    copy = subprocess.run(["skopeo", "copy", f"oci:{tmp_path / 'one'}:forest-1",
+                           f"docker-archive:{tmp_path / 'image.tar'}"], capture_output=True, text=True)  # fmt: skip
+    assert copy.returncode == 0, copy.stderr
+    (image,) = engine.images.load((tmp_path / "image.tar").read_bytes())
+    assert image.labels["org.mlpack.package.digest"] == one["package_digest"]
+    report = json.loads(
+        run_in(engine, image.id, "/usr/bin/python3", "-m", "mlpack", "verify", "/models/forest", "--json")
+    )
+    assert report["verdict"] == "identical" and report["environment"]["runtime"] == []
+    # a layout can be the base of another image
+    layered = cli("containerize", built, "--engine", "oci", "--out", tmp_path / "three", "--base",
+                  f"oci:{tmp_path / 'one'}:forest-1", "--json")  # fmt: skip
+    assert layered.returncode == 0, layered.stderr
+    missing = cli(
+        "containerize", built, "--engine", "oci", "--out", tmp_path / "four", "--base", tmp_path / "no.tar"
+    )
+    assert missing.returncode == 5 and "is missing" in missing.stderr and not (tmp_path / "four").exists()

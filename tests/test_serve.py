@@ -116,6 +116,28 @@ def test_tritonclient_unchanged(package: Path, start: Start, binary: bool) -> No
     assert np.array_equal(result.as_numpy("probabilities"), expected["probabilities"])  # bit for bit
 
 
+def test_keep_alive_requests_answer_without_delayed_ack_stalls(package: Path, start: Start) -> None:
+    """Headers and body in one packet with Nagle off: a 40 ms delayed-ACK stall per request would show here."""
+    import http.client
+
+    server = start(package)
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = json.dumps(
+        {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+    )
+    timings = []
+    for _ in range(30):
+        started = time.perf_counter()
+        connection.request("POST", "/v2/models/forest/infer", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["outputs"][0]["data"] == [0]
+        timings.append(time.perf_counter() - started)
+    connection.close()
+    assert sorted(timings)[len(timings) // 2] < 0.02, timings
+
+
 def test_bad_requests_get_json_errors_and_the_server_keeps_serving(package: Path, start: Start) -> None:
     server = start(package, "--max-body-bytes", "4096")
     server.wait_ready()

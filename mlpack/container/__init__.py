@@ -145,7 +145,7 @@ def templates_dir() -> Path:
 def verify_report(output: str) -> dict[str, Any]:
     """The JSON report that `mlpack verify --json` printed inside the container."""
     start = output.find("{")
-    try:
-        return dict(json.loads(output[start:])) if start >= 0 else {}
+    try:  # raw_decode: engines may interleave other output after the object
+        return dict(json.JSONDecoder().raw_decode(output[start:])[0]) if start >= 0 else {}
     except json.JSONDecodeError:
         return {}
