@@ -502,6 +502,7 @@ def containerize(
         ),
     ] = "docker",
     out: Annotated[str | None, typer.Option(help="With --engine oci: the OCI layout folder to write.")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse the engine's cached layers.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -533,7 +534,7 @@ def containerize(
         if engine != "docker":
             raise UsageError(f"--engine must be docker or oci, not {engine!r}.")
         try:
-            result = build_image(package, tag=tag, base=base, push=push,
+            result = build_image(package, tag=tag, base=base, push=push, cache=cache,
                                  context_dir=Path(context) if context else None, progress=progress)  # fmt: skip
         except GateFailed as exc:
             if not as_json:

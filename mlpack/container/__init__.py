@@ -8,6 +8,7 @@ image's labels. The engines live beside it: ``engine`` (Docker SDK, Docker or Po
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -84,13 +85,33 @@ def download_wheels(lock: Path, folder: Path) -> None:
           "-d", str(folder), "-r", str(lock)], "Downloading the runtime wheels")  # fmt: skip
 
 
+def _source_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    files = [
+        root / "pyproject.toml",
+        *sorted((root / "mlpack").rglob("*.py")),
+        *sorted((root / "templates").glob("*")),
+    ]
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def build_mlpack_wheel(folder: Path) -> str:
-    before = set(folder.glob("mlpack-*.whl"))
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-          "-w", str(folder), str(project_root())], "Building mlpack's wheel")  # fmt: skip
-    built = sorted(set(folder.glob("mlpack-*.whl")) - before) or sorted(folder.glob("mlpack-*.whl"))
+    """mlpack's own wheel, built once per source state: an unchanged rebuild reuses it."""
+    root = project_root()
+    cache = wheel_cache() / f"mlpack-{_source_hash(root)}"
+    if not any(cache.glob("mlpack-*.whl")):
+        staging = Path(tempfile.mkdtemp(prefix="mlpack-wheel-"))
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+              "-w", str(staging), str(root)], "Building mlpack's wheel")  # fmt: skip
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(staging, cache)
+    built = sorted(cache.glob("mlpack-*.whl"))
     if not built:
         raise EngineError("Building mlpack's wheel produced no wheel.")
+    shutil.copy2(built[-1], folder / built[-1].name)
     return built[-1].name
 
 

@@ -72,12 +72,18 @@ def _base_digest(engine: Any, base: str) -> str | None:
     return str(digests[0]) if digests else str(image.id)
 
 
-def _build(engine: Any, context: Context, candidate: str) -> Any:
+def _build(engine: Any, context: Context, candidate: str, cache: bool = True) -> Any:
     import docker
 
     try:
         image, _ = engine.images.build(
-            path=str(context.folder), tag=candidate, rm=True, forcerm=True, network_mode="none", pull=False
+            path=str(context.folder),
+            tag=candidate,
+            rm=True,
+            forcerm=True,
+            network_mode="none",
+            pull=False,
+            nocache=not cache,
         )
     except docker.errors.BuildError as exc:
         lines = [str(step.get("stream") or step.get("error") or "").rstrip() for step in exc.build_log]
@@ -114,6 +120,7 @@ def containerize(
     base: str = DEFAULT_BASE,
     push: bool = False,
     context_dir: Path | None = None,
+    cache: bool = True,
     progress: Any = None,
 ) -> ImageResult:
     say = progress or (lambda _step: None)
@@ -127,7 +134,7 @@ def containerize(
     release = tag or f"mlpack/{context.package.name}:{context.package.version}"
     candidate = f"{release.rsplit(':', 1)[0]}:candidate-{context.package.digest.removeprefix('sha256:')[:12]}"
     say(f"building {candidate}")
-    image = _build(engine, context, candidate)
+    image = _build(engine, context, candidate, cache)
     seconds["build"] = round(time.perf_counter() - started - seconds["context"], 2)
     say("verifying the package inside the image (no network)")
     report = gate(engine, image, context.package.name)
