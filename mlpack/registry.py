@@ -542,3 +542,41 @@ def _raise_for(response: requests.Response, what: str, base: str) -> None:
         hint = "check the registry's log"
     reason = f" ({_short(detail)})" if detail else f" {response.reason}" if response.reason else ""
     raise EngineError(f"The registry at {base} refused {what}: HTTP {status}{reason}; {hint}.")
+
+
+def push_layout(layout: str | Path, ref: str, *, insecure: bool | None = None) -> PushResult:
+    """Push the one image of an OCI image layout (as written by ``containerize``) to REF, bytes unchanged,
+    so the pushed manifest keeps its digest; blobs the registry already holds are not sent again."""
+    root = Path(layout)
+    try:
+        index = json.loads((root / "index.json").read_text())
+        (entry,) = index["manifests"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{root} is not an OCI layout with exactly one image ({exc}).") from None
+    target = parse_reference(ref)
+    if target.tag is None and target.digest is None:
+        raise UsageError(f"{ref} names no tag: give REPOSITORY:TAG.")
+
+    def blob(digest: str) -> Path:
+        return root / "blobs" / digest.replace(":", "/")
+
+    body = blob(entry["digest"]).read_bytes()
+    digest = f"sha256:{sha256_bytes(body)}"
+    if digest != entry["digest"]:
+        raise IntegrityError(
+            f"The OCI layout at {root} is corrupt: its manifest does not hash to {entry['digest']}."
+        )
+    manifest = json.loads(body)
+    uploaded: list[str] = []
+    skipped: list[str] = []
+    with _Client(target, insecure) as client:
+        client.ping()
+        for descriptor in [manifest["config"], *manifest["layers"]]:
+            if client.blob_exists(descriptor["digest"]):
+                skipped.append(descriptor["digest"])
+                continue
+            with open(blob(descriptor["digest"]), "rb") as stream:
+                client.upload(descriptor, stream, descriptor["digest"])
+            uploaded.append(descriptor["digest"])
+        client.put_manifest(target.tag or digest, body, digest)
+    return PushResult(str(replace(target, digest=None)), digest, "", tuple(uploaded), tuple(skipped))

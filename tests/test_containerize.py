@@ -179,3 +179,54 @@ def test_daemonless_oci_layout_is_reproducible_valid_and_runs(
         "containerize", built, "--engine", "oci", "--out", tmp_path / "four", "--base", tmp_path / "no.tar"
     )
     assert missing.returncode == 5 and "is missing" in missing.stderr and not (tmp_path / "four").exists()
+
+
+def test_push_after_the_gate_reaches_a_real_registry(engine: Any, base: str, built: Path, tmp_path: Path,
+                                                      cli: CliRunner) -> None:  # fmt: skip
+    from registry_fixture import start_registry
+
+    with start_registry(tmp_path / "registry") as registry:
+        release = f"{registry.host}/mlpack-test/forest:1"
+        result = cli("containerize", built, "--base", base, "--tag", release, "--push", "--json")
+        assert result.returncode == 0, result.stderr + result.stdout
+        pushed = json.loads(result.stdout)["pushed"]
+        assert pushed.startswith(f"{release}@sha256:")
+        # skopeo checks every blob digest as it copies the image back out of the registry
+        copy = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{release}",
+                               f"oci:{tmp_path / 'pulled'}:forest"], capture_output=True, text=True)  # fmt: skip
+        assert copy.returncode == 0, copy.stderr
+        inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                                  f"docker://{release}"], capture_output=True, text=True)  # fmt: skip
+        assert inspect.stdout.strip() == pushed.rsplit("@", 1)[1]  # the registry holds what was gated
+
+
+def test_build_faults_name_the_cause(engine: Any, package: Path, tmp_path: Path, cli: CliRunner) -> None:
+    import io
+    import tarfile
+
+    # a base with no shell and no Python: the install step fails and its log tail is shown
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"void\n"))
+    (tmp_path / "empty.tar").write_bytes(buffer.getvalue())
+    engine.api.import_image(
+        src=str(tmp_path / "empty.tar"), repository="localhost/mlpack-test-empty", tag="latest"
+    )
+    failed = cli(
+        "containerize", package, "--base", "localhost/mlpack-test-empty:latest", "--tag", "localhost/x/y:1"
+    )
+    assert (
+        failed.returncode == 5 and "The image build failed" in failed.stderr and "Traceback" not in failed.stderr
+    )
+    # a runtime lock pinning a release with no wheel for the image's Python: the requirement is named
+    lock = package / "env/requirements.lock"
+    lock.write_text("numpy==1.21.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    manifest = json.loads((package / "mlpack.json").read_text())
+    manifest["files"]["env/requirements.lock"] = sha256_file(lock)
+    (package / "mlpack.json").write_bytes(canonical_json(manifest))
+    missing = cli("containerize", package, "--base", "localhost/mlpack-test-empty:latest")
+    assert missing.returncode == 5
+    line = one_sentence_error(missing)
+    assert "no wheel for the image's platform" in line and "numpy==1.21.0" in line

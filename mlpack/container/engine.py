@@ -4,6 +4,7 @@ run mlpack verify inside the candidate image with no network, and tag it for rel
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,7 @@ def containerize(
     pushed = None
     if push:
         say(f"pushing {release}")
-        pushed = _push(engine, repository, version)
+        pushed = _push(engine, release)
     labels = engine.images.get(release).labels or {}
     if labels.get(DIGEST_LABEL) != context.package.digest:
         raise EngineError(f"The image's {DIGEST_LABEL} label does not match the package digest.")
@@ -163,15 +164,17 @@ def containerize(
     )  # fmt: skip
 
 
-def _push(engine: Any, repository: str, tag: str) -> str:
-    """Push the release tag. Docker treats loopback registries as plain HTTP already; Podman needs them listed
-    as insecure in registries.conf."""
-    try:
-        for line in engine.images.push(repository, tag=tag, stream=True, decode=True):
-            if "error" in line:
-                raise EngineError(f"Pushing {repository}:{tag} failed: {line['error']}")
-    except EngineError:
-        raise
-    except Exception as exc:
-        raise EngineError(f"Pushing {repository}:{tag} failed: {exc}") from None
-    return f"{repository}:{tag}"
+def _push(engine: Any, release: str) -> str:
+    """Push the release image with mlpack's own registry client: the engine saves it, the layers travel as
+    they are, and no engine-side registry configuration (TLS, insecure lists) is needed."""
+    from mlpack.container.oci import layout_from_archive
+    from mlpack.registry import push_layout
+
+    with tempfile.TemporaryDirectory(prefix="mlpack-push-") as tmp:
+        archive = Path(tmp) / "image.tar"
+        with open(archive, "wb") as out:
+            for chunk in engine.images.get(release).save(named=True):
+                out.write(chunk)
+        layout = layout_from_archive(archive, Path(tmp) / "layout", release)
+        result = push_layout(layout, release)
+    return f"{result.reference}@{result.digest}"

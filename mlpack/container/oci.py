@@ -167,6 +167,21 @@ def _install_runtime(wheels: Path, lock: Path, mlpack_wheel: str, target: Path) 
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts carry this machine's interpreter path
 
 
+def layout_from_archive(archive: Path, folder: Path, tag: str) -> Path:
+    """A docker-archive (as an engine saves an image) rewritten as an OCI layout, layers unchanged."""
+    layout = Layout(folder)
+    layers, config = _base(f"docker-archive:{archive}", layout)
+    config_blob = layout.add(_json(config), CONFIG)
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": config_blob.descriptor(),
+                "layers": [layer.descriptor() for layer in layers]}  # fmt: skip
+    manifest_blob = layout.add(_json(manifest), MANIFEST)
+    descriptor = {**manifest_blob.descriptor(), "annotations": {"org.opencontainers.image.ref.name": tag}}
+    (folder / "oci-layout").write_bytes(_json({"imageLayoutVersion": "1.0.0"}))
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor]}
+    (folder / "index.json").write_bytes(_json(index))
+    return folder
+
+
 @dataclass(frozen=True)
 class OciResult:
     layout: str
