@@ -80,6 +80,13 @@ def signature(session: Any) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
 
 
+def shape_fits(declared: list[int | str], actual: list[int] | tuple[int, ...]) -> bool:
+    """Same rank, and every fixed dimension equal (symbolic ones take any size)."""
+    return len(declared) == len(actual) and all(
+        not isinstance(want, int) or want == have for want, have in zip(declared, actual, strict=True)
+    )
+
+
 def needs_row_batches(inputs: list[dict[str, Any]], rows: int) -> bool:
     """A model with a fixed batch of 1 runs row by row; everything else runs the sample in one call."""
     return rows > 1 and any(spec["shape"][:1] == [1] for spec in inputs)

@@ -43,6 +43,7 @@ from mlpack.package import (
     MODEL,
     Package,
     check_integrity,
+    describe_problems,
     open_intact,
     open_package,
     package_dir_name,
@@ -259,8 +260,9 @@ def pull(ref: str, dest: str | Path, *, force: bool = False, insecure: bool | No
                 client.download(descriptor, folder / title, title)
             problems = check_integrity(open_package(folder))
             if problems:
-                names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
-                raise IntegrityError(f"{source} does not verify after download ({names}); nothing was written.")
+                raise IntegrityError(
+                    f"{source} does not verify after download ({describe_problems(problems)}); nothing was written."
+                )
     return open_package(target)
 
 

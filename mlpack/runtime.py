@@ -51,10 +51,7 @@ class Model:
             dtype = np.dtype(ORT_DTYPES.get(spec["type"], np.float32))
             if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind in "UO"):
                 raise UsageError(f"Input {name!r} must be {dtype}, not {array.dtype}.")
-            if array.ndim != len(spec["shape"]) or any(
-                isinstance(want, int) and want != have
-                for want, have in zip(spec["shape"], array.shape, strict=False)
-            ):
+            if not reference.shape_fits(spec["shape"], array.shape):
                 raise UsageError(f"Input {name!r} must have shape {spec['shape']}, not {list(array.shape)}.")
             checked[name] = array.astype(str) if dtype.kind == "U" else np.ascontiguousarray(array)
         return checked

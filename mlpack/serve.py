@@ -27,6 +27,7 @@ import numpy as np
 from mlpack import __version__
 from mlpack.errors import MlpackError, UsageError
 from mlpack.package import MANIFEST
+from mlpack.reference import shape_fits
 from mlpack.runtime import Model, load
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -60,6 +61,7 @@ class Entry:
     path: Path
     name: str
     version: str
+    manifest: dict[str, Any]
     model: Model | None = None
     state: str = "loading"  # loading | verifying | ready | failed
     reason: str = ""
@@ -89,10 +91,11 @@ def _log(message: str) -> None:
 
 
 def prepare(entry: Entry, verify_on_start: bool) -> None:
-    """Load the model; verify the package before declaring it ready (unless the user opted out)."""
+    """Verify the package (integrity and golden replay), then load it, before declaring it ready; with the
+    user's opt-out, load with the integrity check alone. Either way every file is hashed once."""
     try:
-        entry.model = load(entry.path)
         if not verify_on_start:
+            entry.model = load(entry.path)
             entry.state = "ready"
             _log(f"{entry.name} {entry.version}: ready WITHOUT start-up verification (--no-verify-on-start)")
             return
@@ -100,12 +103,13 @@ def prepare(entry: Entry, verify_on_start: bool) -> None:
         from mlpack.verifier import verify
 
         report = verify(entry.path)
-        if report.passed:
-            entry.state = "ready"
-            _log(f"{entry.name} {entry.version}: verified {report.verdict}; ready")
-        else:
+        if not report.passed:
             entry.state, entry.reason = "failed", f"start-up verification said {report.verdict}: {report.message}"
             _log(f"{entry.name} {entry.version}: NOT READY, {entry.reason}")
+            return
+        entry.model = load(entry.path, check=False)  # verify has just checked every file
+        entry.state = "ready"
+        _log(f"{entry.name} {entry.version}: verified {report.verdict}; ready")
     except MlpackError as exc:
         entry.state, entry.reason = "failed", exc.message
         _log(f"{entry.name} {entry.version}: NOT READY, {exc.message}")
@@ -141,9 +145,7 @@ def parse_input(spec: dict[str, Any], tensor: dict[str, Any], binary: bytes | No
         raise _bad(f"Input {name!r} must have datatype {expected}, not {datatype}.")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise _bad(f"Input {name!r} needs a shape: a list of non-negative integers.")
-    if len(shape) != len(spec["shape"]) or any(
-        isinstance(want, int) and want != have for want, have in zip(spec["shape"], shape, strict=False)
-    ):
+    if not shape_fits(spec["shape"], shape):
         raise _bad(f"Input {name!r} must have shape {spec['shape']}, not {shape}.")
     count = int(np.prod(shape)) if shape else 1
     dtype = np.dtype(V2_TYPES[datatype])
@@ -259,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(exc.status, str(exc))
 
     def _metadata(self, entry: Entry) -> dict[str, Any]:
-        manifest = json.loads((entry.path / MANIFEST).read_text())
+        manifest = entry.manifest
 
         def tensors(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [{"name": s["name"], "datatype": ORT_TO_V2.get(s["type"], "FP32"),
@@ -388,7 +390,9 @@ def entries_for(paths: list[Path]) -> dict[str, Entry]:
         package = open_package(path)
         if package.name in models:
             raise UsageError(f"Two packages are named {package.name!r} ({models[package.name].path} and {path}).")
-        models[package.name] = Entry(path=path, name=package.name, version=package.version)
+        models[package.name] = Entry(
+            path=path, name=package.name, version=package.version, manifest=package.manifest
+        )
     return models
 
 

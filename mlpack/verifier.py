@@ -15,7 +15,16 @@ from typing import Any
 from mlpack import compare, environment, hardware, reference
 from mlpack.errors import MlpackError
 from mlpack.fileio import load_npz
-from mlpack.package import BUILD_LOCK, HARDWARE, RUNTIME_LOCK, Package, Problem, check_integrity, open_package
+from mlpack.package import (
+    BUILD_LOCK,
+    HARDWARE,
+    RUNTIME_LOCK,
+    Package,
+    Problem,
+    check_integrity,
+    describe_problems,
+    open_package,
+)  # fmt: skip
 
 EXIT_CODES = {"identical": 0, "equivalent": 0, "mismatch": 1, "tampered": 3, "error": 4}
 
@@ -154,8 +163,7 @@ def verify(
         mismatch = f"manifest digest {package.digest} ≠ expected {expect_digest}"
         problems.insert(0, Problem("mlpack.json", "changed", mismatch))
     if problems:
-        names = ", ".join(f"{p.file} ({p.kind})" for p in problems[:5])
-        message = f"The package's files do not match its manifest: {names}."
+        message = f"The package's files do not match its manifest: {describe_problems(problems)}."
         return finish(verdict="tampered", integrity=problems, message=message)
 
     manifest = package.manifest
