@@ -8,16 +8,7 @@ from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
-    labels: str = "exact-unless-tied"  # how labels compare; meaningless for floats
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+from mlpack.manifest import Tolerance
 
 # Defaults by output kind. Measured here: thread count moves forest probabilities by up to 7.7e-7 and
 # boosted regressors by 1.2e-4 absolute; real model changes move them by 1e-2 or more.
@@ -25,21 +16,6 @@ DEFAULT_TOLERANCES = {
     "probabilities": Tolerance(atol=1e-4, rtol=1e-3),
     "value": Tolerance(atol=1e-5, rtol=1e-4),
     "label": Tolerance(atol=0.0, rtol=0.0),
-}
-
-
-# By family, about 15-100x the worst conversion parity and thread-count replay measured here (native vs ONNX,
-# 1 vs 2 threads): trees and linear models <= 6.6e-7 abs on probabilities and <= 4.4e-7 rel on regression
-# values; torch MLP/CNN <= 2.4e-7 abs. ONNX models from elsewhere keep the generic defaults above.
-_TREES_AND_LINEAR = {"probabilities": Tolerance(atol=1e-5, rtol=1e-4), "value": Tolerance(atol=1e-5, rtol=1e-5)}
-FAMILY_TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    **{
-        (family, kind): tol
-        for family in ("sklearn", "xgboost", "lightgbm")
-        for kind, tol in _TREES_AND_LINEAR.items()
-    },
-    ("torch", "probabilities"): Tolerance(atol=1e-5, rtol=1e-4),
-    ("torch", "value"): Tolerance(atol=1e-5, rtol=1e-4),
 }
 
 
@@ -217,13 +193,15 @@ def verdict(comparisons: list[OutputComparison]) -> str:
 
 
 def resolve_tolerances(
-    kinds: Mapping[str, str], overrides: Mapping[str, Any] | float | None = None, family: str | None = None
+    kinds: Mapping[str, str],
+    overrides: Mapping[str, Any] | float | None = None,
+    defaults: Mapping[str, Tolerance] | None = None,
 ) -> dict[str, Tolerance]:
-    """Defaults by family and kind, overridden per output name or kind ({"probabilities": {"atol": 1e-3}}),
-    or one float atol for all float outputs."""
+    """Defaults by kind (the family's, else the generic ones), overridden per output name or kind
+    ({"probabilities": {"atol": 1e-3}}), or one float atol for all float outputs."""
     resolved = {}
     for name, kind in kinds.items():
-        tol = FAMILY_TOLERANCES.get((family or "", kind), DEFAULT_TOLERANCES[kind])
+        tol = (defaults or {}).get(kind) or DEFAULT_TOLERANCES[kind]
         if isinstance(overrides, (int, float)) and kind != "label":
             tol = Tolerance(atol=float(overrides), rtol=tol.rtol)
         elif isinstance(overrides, Mapping):

@@ -24,9 +24,10 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from mlpack.errors import LockUnavailable
 from mlpack.fileio import write_atomic
+from mlpack.options import cache_dir
 
-DEFAULT_INDEX = "https://pypi.org/simple"
 # What a serving machine needs to load, verify and serve a package; never a training framework.
 RUNTIME_PACKAGES = ("onnxruntime", "numpy", "packaging", "typer", "threadpoolctl")
 LOCK_TIMEOUT_S = 120
@@ -100,21 +101,10 @@ def installed() -> dict[str, Distribution]:
     return dict(sorted(found.items()))
 
 
-def index_url(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("MLPACK_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("MLPACK_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlpack"
-    )
-    return Path(root) / "locks"
-
-
 def _cached(kind: str, key_parts: list[str], produce: Any) -> str:
     """Return produce()'s text, reusing an earlier result for identical inputs (all pins are exact)."""
     key = hashlib.sha256("\n".join([kind, sys.version, sys.platform, *key_parts]).encode()).hexdigest()
-    path = _cache_dir() / f"{kind}-{key}.txt"
+    path = cache_dir("locks") / f"{kind}-{key}.txt"
     if path.exists():
         return path.read_text()
     text: str = produce()
@@ -139,10 +129,6 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         )
     except subprocess.TimeoutExpired as exc:
         raise LockUnavailable(f"{Path(cmd[0]).name} timed out after {LOCK_TIMEOUT_S} s") from exc
-
-
-class LockUnavailable(Exception):
-    """No index could answer; the build goes on and the manifest says why."""
 
 
 def _last_error(stderr: str) -> str:

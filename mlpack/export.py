@@ -17,7 +17,9 @@ from typing import Any, TypeAlias
 from mlpack import __version__
 from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import sha256_file, write_atomic
+from mlpack.manifest import TensorSpec
 from mlpack.package import MODEL, Package, open_intact, staging
+from mlpack.tensors import BY_ONNX
 
 TRITON_PLATFORM = "onnxruntime_onnx"
 TRITON_CONFIG = "config.pbtxt"
@@ -33,16 +35,6 @@ SERVICE_NAME_MAX = 63 - len("-predictor")
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # KServe's IsvcNameFmt (RFC 1035 label)
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
-_TRITON_TYPES = {
-    "tensor(float)": "TYPE_FP32",
-    "tensor(double)": "TYPE_FP64",
-    "tensor(float16)": "TYPE_FP16",
-    "tensor(bfloat16)": "TYPE_BF16",
-    "tensor(bool)": "TYPE_BOOL",
-    "tensor(string)": "TYPE_STRING",
-    **{f"tensor(int{bits})": f"TYPE_INT{bits}" for bits in (8, 16, 32, 64)},
-    **{f"tensor(uint{bits})": f"TYPE_UINT{bits}" for bits in (8, 16, 32, 64)},
-}
 # Triton's onnxruntime backend reads optimization.graph.level as -1 basic, 1 extended, 2 none; absent is all.
 _GRAPH_LEVELS = {"ORT_ENABLE_BASIC": -1, "ORT_ENABLE_EXTENDED": 1, "ORT_DISABLE_ALL": 2}
 _EXECUTION_MODES = {"ORT_SEQUENTIAL": "0", "ORT_PARALLEL": "1"}
@@ -106,26 +98,24 @@ def _pbtxt(message: _Message, indent: int = 0) -> list[str]:
     return lines
 
 
-def _batchable(specs: list[dict[str, Any]]) -> bool:
+def _batchable(specs: list[TensorSpec]) -> bool:
     """Triton's rule (and its onnxruntime backend's): every tensor's first dimension is variable."""
-    return all(spec["shape"] and isinstance(spec["shape"][0], str) for spec in specs)
+    return all(spec.shape and isinstance(spec.shape[0], str) for spec in specs)
 
 
-def _tensor(spec: dict[str, Any], batched: bool) -> _Message:
-    kind = _TRITON_TYPES.get(spec["type"])
-    if kind is None:
-        raise UsageError(
-            f"Triton cannot serve {spec['name']!r} of type {spec['type']}: only tensors are supported."
-        )
-    shape = spec["shape"][1:] if batched else spec["shape"]
+def _tensor(spec: TensorSpec, batched: bool) -> _Message:
+    row = BY_ONNX.get(spec.type)
+    if row is None:
+        raise UsageError(f"Triton cannot serve {spec.name!r} of type {spec.type}: only tensors are supported.")
+    shape = spec.shape[1:] if batched else spec.shape
     dims = [-1 if isinstance(d, str) else int(d) for d in shape]
-    fields: _Message = [("name", spec["name"]), ("data_type", _Enum(kind))]
+    fields: _Message = [("name", spec.name), ("data_type", _Enum(row.triton))]
     if dims:
         fields.append(("dims", dims))
     elif batched:  # a [batch] tensor: Triton needs non-empty dims, so clients see [batch, 1]
         fields += [("dims", [1]), ("reshape", [("shape", [])])]
     else:
-        raise UsageError(f"Triton cannot describe the scalar tensor {spec['name']!r} without a batch dimension.")
+        raise UsageError(f"Triton cannot describe the scalar tensor {spec.name!r} without a batch dimension.")
     return fields
 
 
@@ -138,9 +128,9 @@ def triton_config(package: Package, max_batch_size: int | None = None) -> str:
     some models answer differently batched (DESIGN.md), so a row's answer would depend on other traffic.
     """
     manifest = package.manifest
-    specs = [*manifest["model"]["inputs"], *manifest["model"]["outputs"]]
+    specs = [*manifest.model.inputs, *manifest.model.outputs]
     if max_batch_size is None:
-        rows = int(manifest.get("reference", {}).get("rows") or 0)
+        rows = manifest.reference.rows
         max_batch_size = max(MAX_BATCH_SIZE, rows) if _batchable(specs) else 0
     elif max_batch_size < 0:
         raise UsageError(f"The max batch size must be 0 or more, not {max_batch_size}.")
@@ -154,16 +144,16 @@ def triton_config(package: Package, max_batch_size: int | None = None) -> str:
         ("platform", TRITON_PLATFORM),
         ("max_batch_size", max_batch_size),
     ]
-    if manifest["model"]["file"] != MODEL:  # the onnxruntime backend looks for model.onnx by default
-        config.append(("default_model_filename", manifest["model"]["file"]))
-    config += [("input", _tensor(spec, batched)) for spec in manifest["model"]["inputs"]]
-    config += [("output", _tensor(spec, batched)) for spec in manifest["model"]["outputs"]]
+    if manifest.model.file != MODEL:  # the onnxruntime backend looks for model.onnx by default
+        config.append(("default_model_filename", manifest.model.file))
+    config += [("input", _tensor(spec, batched)) for spec in manifest.model.inputs]
+    config += [("output", _tensor(spec, batched)) for spec in manifest.model.outputs]
 
-    session = manifest.get("runtime", {}).get("session", {})
-    providers = session.get("providers") or ["CPUExecutionProvider"]
+    session = manifest.runtime.session
+    providers = session.providers or ("CPUExecutionProvider",)
     if providers[0] in _INSTANCE_KINDS:  # run on the device the golden outputs came from
         config.append(("instance_group", [("kind", _Enum(_INSTANCE_KINDS[providers[0]]))]))
-    level = _GRAPH_LEVELS.get(session.get("graph_optimization_level", "ORT_ENABLE_ALL"))
+    level = _GRAPH_LEVELS.get(session.graph_optimization_level)
     if level is not None:
         config.append(("optimization", [("graph", [("level", level)])]))
     parameters = {
@@ -172,11 +162,10 @@ def triton_config(package: Package, max_batch_size: int | None = None) -> str:
         "mlpack.version": package.version,
         "mlpack.exported_by": f"mlpack {__version__}",
     }
-    for pool in ("intra_op", "inter_op"):
-        if f"{pool}_num_threads" in session:
-            parameters[f"{pool}_thread_count"] = str(int(session[f"{pool}_num_threads"]))
-    if session.get("execution_mode") in _EXECUTION_MODES:
-        parameters["execution_mode"] = _EXECUTION_MODES[session["execution_mode"]]
+    parameters["intra_op_thread_count"] = str(session.intra_op_num_threads)
+    parameters["inter_op_thread_count"] = str(session.inter_op_num_threads)
+    if session.execution_mode in _EXECUTION_MODES:
+        parameters["execution_mode"] = _EXECUTION_MODES[session.execution_mode]
     for key in sorted(parameters):
         config.append(("parameters", [("key", key), ("value", [("string_value", parameters[key])])]))
     header = f"# Triton model configuration written by mlpack {__version__} for {package.name}-{package.version}"
@@ -202,8 +191,8 @@ def export_triton(
     if target.exists() and not force:
         raise UsageError(f"{target} already exists: choose another output folder, or pass --force to replace it.")
     config = triton_config(intact, max_batch_size)
-    files: list[str] = intact.manifest["model"].get("files") or [intact.manifest["model"]["file"]]
-    hashes: dict[str, str] = intact.manifest["files"]
+    files = intact.manifest.model.files or (intact.manifest.model.file,)
+    hashes = intact.manifest.files
     with staging(target, force) as partial:
         version = partial / TRITON_VERSION_DIR
         version.mkdir()

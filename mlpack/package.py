@@ -13,12 +13,11 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mlpack.errors import IntegrityError, RuntimeEnvironmentError, UsageError
+from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import sha256_bytes, sha256_file
+from mlpack.manifest import Manifest
 
-FORMAT = 1
 MANIFEST = "mlpack.json"
 MODEL = "model.onnx"
 INPUTS = "reference/inputs.npz"
@@ -26,27 +25,23 @@ OUTPUTS = "reference/outputs.npz"
 BUILD_LOCK = "env/pylock.toml"
 RUNTIME_LOCK = "env/requirements.lock"
 HARDWARE = "hardware.json"
-REQUIRED_KEYS = ("format", "name", "version", "model", "reference", "runtime", "tolerances", "files")
+MAX_MANIFEST_BYTES = 16 << 20  # read whole, so capped: a real manifest is a few KiB
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
 
 @dataclass(frozen=True)
 class Package:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     digest: str  # "sha256:<hex>" of mlpack.json
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
-
-    @property
-    def parity(self) -> dict[str, Any]:
-        return dict(self.manifest.get("parity", {}))
+        return self.manifest.version
 
     def __str__(self) -> str:
         return f"{self.name}-{self.version} ({self.digest}) at {self.path}"
@@ -67,21 +62,15 @@ def open_package(path: Path | str) -> Package:
     if not root.is_dir() or not manifest_path.is_file():
         raise UsageError(f"{root} is not an mlpack package: it has no {MANIFEST}.")
     data = manifest_path.read_bytes()
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"The manifest {manifest_path} is corrupt: {len(data)} bytes is no manifest.")
     try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise IntegrityError(
             f"The manifest {manifest_path} is corrupt: {exc.__class__.__name__} ({exc})."
         ) from None
-    if not isinstance(manifest, dict) or any(key not in manifest for key in REQUIRED_KEYS):
-        missing = [k for k in REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
-        raise IntegrityError(f"The manifest {manifest_path} is corrupt: it lacks {', '.join(missing)}.")
-    if not isinstance(manifest["format"], int) or manifest["format"] > FORMAT:
-        raise RuntimeEnvironmentError(
-            f"{root} uses package format {manifest['format']}; this mlpack reads format {FORMAT}: upgrade mlpack."
-        )
-    if not isinstance(manifest["files"], dict):
-        raise IntegrityError(f"The manifest {manifest_path} is corrupt: 'files' is not a mapping.")
+    manifest = Manifest.from_dict(raw, str(manifest_path))
     return Package(path=root, manifest=manifest, digest=f"sha256:{sha256_bytes(data)}")
 
 
@@ -93,7 +82,7 @@ def _safe(root: Path, relative: str) -> bool:
 def check_integrity(package: Package) -> list[Problem]:
     """Every listed file exists with its hash; no unlisted file sits in a folder the manifest covers."""
     root = package.path
-    listed: dict[str, str] = package.manifest["files"]
+    listed = package.manifest.files
     problems = []
     for relative, expected in sorted(listed.items()):
         if not _safe(root, relative):

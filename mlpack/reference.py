@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlpack.errors import RuntimeEnvironmentError
-
-OPT_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """Everything that selects kernels or reduction order; recorded at build and replayed by verify.
-
-    One intra-op thread by default: thread count changes how tree ensembles sum, and a fixed count is the
-    only way two machines can agree bit for bit. ``verify --threads N`` replays with another count.
-    """
-
-    intra_op_num_threads: int = 1
-    inter_op_num_threads: int = 1
-    execution_mode: str = "ORT_SEQUENTIAL"
-    graph_optimization_level: str = "ORT_ENABLE_ALL"
-    providers: tuple[str, ...] = field(default=("CPUExecutionProvider",))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["providers"] = list(self.providers)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SessionSettings:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "providers" in known:
-            known["providers"] = tuple(known["providers"])
-        return cls(**known)
+from mlpack.manifest import SessionSettings, TensorSpec
+from mlpack.tensors import LABEL_TYPES
 
 
 def _ort() -> Any:
@@ -71,25 +43,18 @@ def _dim(value: Any) -> int | str:
     return value if isinstance(value, int) else str(value or "?")
 
 
-def signature(session: Any) -> dict[str, list[dict[str, Any]]]:
+def signature(session: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs as the runtime sees them: name, type, shape with symbolic dims as strings."""
 
-    def describe(args: Any) -> list[dict[str, Any]]:
-        return [{"name": a.name, "type": a.type, "shape": [_dim(d) for d in (a.shape or [])]} for a in args]
+    def describe(args: Any) -> list[TensorSpec]:
+        return [TensorSpec(a.name, a.type, tuple(_dim(d) for d in (a.shape or []))) for a in args]
 
-    return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
-
-
-def shape_fits(declared: list[int | str], actual: list[int] | tuple[int, ...]) -> bool:
-    """Same rank, and every fixed dimension equal (symbolic ones take any size)."""
-    return len(declared) == len(actual) and all(
-        not isinstance(want, int) or want == have for want, have in zip(declared, actual, strict=True)
-    )
+    return describe(session.get_inputs()), describe(session.get_outputs())
 
 
-def needs_row_batches(inputs: list[dict[str, Any]], rows: int) -> bool:
+def needs_row_batches(inputs: list[TensorSpec], rows: int) -> bool:
     """A model with a fixed batch of 1 runs row by row; everything else runs the sample in one call."""
-    return rows > 1 and any(spec["shape"][:1] == [1] for spec in inputs)
+    return rows > 1 and any(spec.shape[:1] == (1,) for spec in inputs)
 
 
 def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -> dict[str, np.ndarray]:
@@ -110,10 +75,10 @@ def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -
     return outputs
 
 
-def output_kind(spec: dict[str, Any]) -> str:
+def output_kind(spec: TensorSpec) -> str:
     """label, probabilities or value: decides the default tolerance."""
-    if spec["type"] in ("tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(bool)"):
+    if spec.type in LABEL_TYPES:
         return "label"
-    if "prob" in spec["name"].lower():
+    if "prob" in spec.name.lower():
         return "probabilities"
     return "value"

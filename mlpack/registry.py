@@ -175,7 +175,7 @@ def artifact_manifest(package: Package) -> bytes:
             (package.path / relative).stat().st_size,
             relative,
         )
-        for relative, sha256 in sorted(package.manifest["files"].items())
+        for relative, sha256 in sorted(package.manifest.files.items())
     ]
     annotations = {
         PACKAGE_DIGEST: f"sha256:{sha256_bytes(config)}",
@@ -183,8 +183,8 @@ def artifact_manifest(package: Package) -> bytes:
         PACKAGE_VERSION: package.version,
         IMAGE_VERSION: package.version,
     }
-    if isinstance(package.manifest.get("created"), str):
-        annotations[CREATED] = package.manifest["created"]
+    if package.manifest.created:
+        annotations[CREATED] = package.manifest.created
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mlpack.compare import OutputComparison
-from mlpack.package import Package
-from mlpack.verifier import Report
+if TYPE_CHECKING:  # report renders data; importing these at run time would pull numpy into every command
+    from mlpack.compare import OutputComparison
+    from mlpack.inspector import Inspection
+    from mlpack.manifest import TensorSpec
+    from mlpack.package import Package
+    from mlpack.verifier import Report
 
 
 def _num(value: float | None) -> str:
@@ -107,62 +111,62 @@ def render_verify(report: Report) -> str:
 
 def render_build(package: Package) -> str:
     m = package.manifest
-    parity = m["parity"]
     parts = []
-    for out in parity["outputs"]:
+    for out in m.parity.outputs if m.parity else ():
         if out["identical"]:
             parts.append(f"{out['name']} identical")
         elif out["kind"] == "label":
             parts.append(f"{out['name']} {out['outside']} differ ({out['tied_rows']} tied)")
         else:
             parts.append(f"{out['name']} max abs {_num(float(out['max_abs']))}")
-    env = m["environment"]
-    runtime = env["runtime_lock"]
+    runtime = m.environment.runtime_lock
     runtime_text = (
-        f"{runtime['packages']} packages with hashes ({runtime['tool']})"
-        if runtime["status"] == "complete"
-        else f"missing: {runtime['reason']}"
+        f"{runtime.get('packages')} packages with hashes ({runtime.get('tool')})"
+        if runtime.get("status") == "complete"
+        else f"missing: {runtime.get('reason')}"
     )
-    build_lock = env["build_lock"]
+    build_lock = m.environment.build_lock
+    source = m.source
     return "\n".join(
         [
             f"built {package.name} {package.version} → {package.path}",
             f"  digest        {package.digest}",
-            f"  model         {m['source']['model_class']} ({m['source']['framework']} {m['source']['framework_version']}), "
-            f"opsets {m['model']['opset_imports']}",
-            f"  parity        {parity['status']}: {'; '.join(parts)}",
-            f"  golden        {m['reference']['rows']} rows",
-            f"  build lock    {build_lock['packages']} packages, {build_lock['with_artifact_hash']} with artifact hashes"
-            + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
+            f"  model         {source.model_class if source else '?'} ({source.framework if source else '?'} "
+            f"{source.framework_version if source else ''}), opsets {m.model.opset_imports}",
+            f"  parity        {m.parity.status if m.parity else '-'}: {'; '.join(parts)}",
+            f"  golden        {m.reference.rows} rows",
+            f"  build lock    {build_lock.get('packages')} packages, {build_lock.get('with_artifact_hash')} with "
+            "artifact hashes" + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
             f"  runtime lock  {runtime_text}",
             f"Verify it anywhere with: mlpack verify {package.path}",
         ]
     )
 
 
-def render_inspect(info: dict[str, Any]) -> str:
-    model = info["model"]
+def _signature(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{s.name} {s.type.removeprefix('tensor(').rstrip(')')}{list(s.shape)}" for s in specs)
 
-    def sig(specs: list[dict[str, Any]]) -> str:
-        return ", ".join(f"{s['name']} {s['type'].removeprefix('tensor(').rstrip(')')}{s['shape']}" for s in specs)
 
+def render_inspect(info: Inspection) -> str:
+    m = info.manifest
+    source = m.source
     lines = [
-        f"{info['name']} {info['version']}  {info['digest']}",
-        f"  created      {info['created']} by mlpack {info['mlpack_version']}",
-        f"  source       {info['source'].get('model_class')} ({info['source'].get('framework')} "
-        f"{info['source'].get('framework_version')})",
-        f"  model        {model['file']} sha256 {model['sha256'][:16]}…, opsets {model['opset_imports']}",
-        f"  inputs       {sig(model['inputs'])}",
-        f"  outputs      {sig(model['outputs'])}",
-        f"  parity       {info['parity']['status']}",
-        f"  reference    {info['reference']['rows']} golden rows",
-        f"  runtime      onnxruntime {info['runtime']['onnxruntime']}, {info['runtime']['session']['intra_op_num_threads']} thread(s)",
-        f"  hardware     {info['hardware'].get('cpu')} ({info['hardware'].get('logical_cores')} cores)",
+        f"{m.name} {m.version}  {info.digest}",
+        f"  created      {m.created} by mlpack {m.mlpack_version}",
+        f"  source       {source.model_class if source else '?'} ({source.framework if source else '?'} "
+        f"{source.framework_version if source else ''})",
+        f"  model        {m.model.file} sha256 {m.model.sha256[:16]}…, opsets {m.model.opset_imports}",
+        f"  inputs       {_signature(m.model.inputs)}",
+        f"  outputs      {_signature(m.model.outputs)}",
+        f"  parity       {m.parity.status if m.parity else '-'}",
+        f"  reference    {m.reference.rows} golden rows",
+        f"  runtime      onnxruntime {m.runtime.onnxruntime}, {m.runtime.session.intra_op_num_threads} thread(s)",
+        f"  hardware     {m.hardware.cpu} ({m.hardware.logical_cores} cores)",
         "  files",
     ]
     lines += [
-        f"    {f['path']:<24} {f['bytes'] if f['bytes'] is not None else 'MISSING':>10}  {f['sha256'][:16]}…"
-        for f in info["files"]
+        f"    {f.path:<24} {f.bytes if f.bytes is not None else 'MISSING':>10}  {f.sha256[:16]}…"
+        for f in info.files
     ]
     return "\n".join(lines)
 
@@ -187,3 +191,16 @@ def render_hardware(profile: dict[str, Any]) -> str:
             f"gpus         {gpus}",
         ]
     )
+
+
+def render_lock(folder: Path, summary: dict[str, Any]) -> str:
+    build_lock, runtime = summary["build_lock"], summary["runtime_lock"]
+    lines = [
+        f"wrote {folder / 'pylock.toml'}: {build_lock['packages']} packages, "
+        f"{build_lock['with_artifact_hash']} with artifact hashes"
+    ]
+    if runtime["status"] == "complete":
+        lines.append(f"wrote {folder / 'requirements.lock'}: {runtime['packages']} packages ({runtime['tool']})")
+    else:
+        lines.append(f"no requirements.lock: {runtime['reason']}")
+    return "\n".join(lines)

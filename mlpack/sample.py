@@ -10,23 +10,8 @@ from typing import Any
 import numpy as np
 
 from mlpack.errors import UsageError
-
-# onnxruntime type strings -> numpy dtypes
-ORT_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8,
-    "tensor(uint64)": np.uint64,
-    "tensor(uint32)": np.uint32,
-    "tensor(uint16)": np.uint16,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-    "tensor(string)": np.str_,
-}
+from mlpack.manifest import TensorSpec
+from mlpack.tensors import numpy_dtype
 
 
 def _from_csv(path: Path) -> dict[str, np.ndarray]:
@@ -104,7 +89,7 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
 
 
 def fit_to_inputs(
-    sample: dict[str, np.ndarray], inputs: list[dict[str, Any]], cast_ok: bool = True
+    sample: dict[str, np.ndarray], inputs: list[TensorSpec], cast_ok: bool = True
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Match the sample to the model's declared inputs by name, check shapes, cast safely.
 
@@ -112,38 +97,36 @@ def fit_to_inputs(
     """
     if set(sample) == {""}:
         matrix = sample[""]
-        one_column_each = all(len(i["shape"]) == 2 and i["shape"][1] in (1, "?") for i in inputs)
+        one_column_each = all(len(i.shape) == 2 and i.shape[1] in (1, "?") for i in inputs)
         if len(inputs) == 1:
-            sample = {inputs[0]["name"]: matrix}
+            sample = {inputs[0].name: matrix}
         elif one_column_each and matrix.ndim == 2 and matrix.shape[1] == len(inputs):
             # a table whose columns are the model's inputs, in the model's order (a ColumnTransformer's)
-            sample = {spec["name"]: matrix[:, i : i + 1] for i, spec in enumerate(inputs)}
+            sample = {spec.name: matrix[:, i : i + 1] for i, spec in enumerate(inputs)}
         else:
-            names = ", ".join(i["name"] for i in inputs)
+            names = ", ".join(i.name for i in inputs)
             raise UsageError(f"The model has several inputs ({names}): give an .npz or .csv keyed by them.")
-    wanted = {i["name"] for i in inputs}
+    wanted = {i.name for i in inputs}
     if set(sample) != wanted:
         raise UsageError(f"The sample's inputs {sorted(sample)} do not match the model's inputs {sorted(wanted)}.")
     feeds, casts = {}, {}
     for spec in inputs:
-        array = sample[spec["name"]]
-        shape = spec["shape"]
+        array = sample[spec.name]
+        shape = list(spec.shape)
         if array.ndim == 1 and len(shape) == 2 and shape[1] in (1, "?"):
             array = array.reshape(-1, 1)  # one column given as a flat array
         if len(shape) != array.ndim:
             raise UsageError(
-                f"Input {spec['name']!r} expects {len(shape)} dimensions {shape}; the sample has shape {array.shape}."
+                f"Input {spec.name!r} expects {len(shape)} dimensions {shape}; the sample has shape {array.shape}."
             )
         for axis, (want, have) in enumerate(zip(shape, array.shape, strict=True)):
             if isinstance(want, int) and want > 0 and want != have and not (axis == 0 and want == 1):
-                raise UsageError(
-                    f"Input {spec['name']!r} expects shape {shape}; the sample has shape {array.shape}."
-                )
-        dtype = np.dtype(ORT_DTYPES.get(spec["type"], np.float32))
+                raise UsageError(f"Input {spec.name!r} expects shape {shape}; the sample has shape {array.shape}.")
+        dtype = numpy_dtype(spec.type, spec.name)
         if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind == "U"):
-            array, cast = _cast(spec["name"], array, dtype, cast_ok)
-            casts[spec["name"]] = cast
-        feeds[spec["name"]] = np.ascontiguousarray(array)
+            array, cast = _cast(spec.name, array, dtype, cast_ok)
+            casts[spec.name] = cast
+        feeds[spec.name] = np.ascontiguousarray(array)
     return feeds, casts
 
 

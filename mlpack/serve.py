@@ -25,29 +25,12 @@ from typing import Any
 import numpy as np
 
 from mlpack import __version__
-from mlpack.errors import MlpackError, UsageError
+from mlpack.errors import MlpackError, RequestError, UsageError
+from mlpack.manifest import Manifest, TensorSpec
+from mlpack.options import DEFAULT_MAX_BODY
 from mlpack.package import MANIFEST
-from mlpack.reference import shape_fits
 from mlpack.runtime import Model, load
-
-DEFAULT_MAX_BODY = 64 * 2**20
-V2_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-    "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
-}  # fmt: skip
-ORT_TO_V2 = {
-    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64", "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}  # fmt: skip
-
-
-class RequestError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+from mlpack.tensors import BY_V2, shape_fits, v2_datatype
 
 
 def _bad(message: str) -> RequestError:
@@ -61,7 +44,7 @@ class Entry:
     path: Path
     name: str
     version: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     model: Model | None = None
     state: str = "loading"  # loading | verifying | ready | failed
     reason: str = ""
@@ -137,18 +120,18 @@ def _encode_bytes_tensor(values: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def parse_input(spec: dict[str, Any], tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
+def parse_input(spec: TensorSpec, tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
     name = tensor["name"]
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
-    expected = ORT_TO_V2.get(spec["type"], "FP32")
+    expected = v2_datatype(spec.type, spec.name)
     if datatype != expected:
         raise _bad(f"Input {name!r} must have datatype {expected}, not {datatype}.")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise _bad(f"Input {name!r} needs a shape: a list of non-negative integers.")
-    if not shape_fits(spec["shape"], shape):
-        raise _bad(f"Input {name!r} must have shape {spec['shape']}, not {shape}.")
+    if not shape_fits(spec.shape, shape):
+        raise _bad(f"Input {name!r} must have shape {list(spec.shape)}, not {shape}.")
     count = int(np.prod(shape)) if shape else 1
-    dtype = np.dtype(V2_TYPES[datatype])
+    dtype = np.dtype(object if datatype == "BYTES" else BY_V2[datatype].numpy)
     if binary is not None:
         if datatype == "BYTES":
             flat: np.ndarray = np.array([b.decode() for b in _decode_bytes_tensor(binary)], dtype=object)
@@ -263,13 +246,13 @@ class Handler(BaseHTTPRequestHandler):
     def _metadata(self, entry: Entry) -> dict[str, Any]:
         manifest = entry.manifest
 
-        def tensors(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [{"name": s["name"], "datatype": ORT_TO_V2.get(s["type"], "FP32"),
-                     "shape": [d if isinstance(d, int) else -1 for d in s["shape"]]} for s in specs]  # fmt: skip
+        def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+            return [{"name": s.name, "datatype": v2_datatype(s.type, s.name),
+                     "shape": [d if isinstance(d, int) else -1 for d in s.shape]} for s in specs]  # fmt: skip
 
         return {
             "name": entry.name, "versions": [entry.version], "platform": "onnxruntime_onnx",
-            "inputs": tensors(manifest["model"]["inputs"]), "outputs": tensors(manifest["model"]["outputs"]),
+            "inputs": tensors(manifest.model.inputs), "outputs": tensors(manifest.model.outputs),
         }  # fmt: skip
 
     def do_POST(self) -> None:
@@ -308,7 +291,7 @@ class Handler(BaseHTTPRequestHandler):
             raise _bad(f"The request is not valid JSON: {exc}.") from None
         if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
             raise _bad("The request needs an 'inputs' list.")
-        specs = {spec["name"]: spec for spec in model.inputs}
+        specs = {spec.name: spec for spec in model.inputs}
         feeds, offset = {}, split
         for tensor in request["inputs"]:
             if not isinstance(tensor, dict) or tensor.get("name") not in specs:
@@ -321,8 +304,8 @@ class Handler(BaseHTTPRequestHandler):
             feeds[tensor["name"]] = parse_input(specs[tensor["name"]], tensor, binary)
         if missing := sorted(set(specs) - set(feeds)):
             raise _bad(f"Missing input {missing[0]!r}; the model takes {sorted(specs)}.")
-        requested = request.get("outputs") or [{"name": spec["name"]} for spec in model.outputs]
-        known = {spec["name"]: spec for spec in model.outputs}
+        requested = request.get("outputs") or [{"name": spec.name} for spec in model.outputs]
+        known = {spec.name: spec for spec in model.outputs}
         for out in requested:
             if not isinstance(out, dict) or out.get("name") not in known:
                 raise _bad(
@@ -340,7 +323,7 @@ class Handler(BaseHTTPRequestHandler):
             value = results[out["name"]]
             entry_out: dict[str, Any] = {
                 "name": out["name"],
-                "datatype": ORT_TO_V2.get(known[out["name"]]["type"], "FP32"),
+                "datatype": v2_datatype(known[out["name"]].type, out["name"]),
                 "shape": list(value.shape),
             }
             if (out.get("parameters") or {}).get("binary_data", binary_all):

@@ -15,6 +15,7 @@ from typing import Any
 from mlpack import compare, environment, hardware, reference
 from mlpack.errors import MlpackError
 from mlpack.fileio import load_npz
+from mlpack.manifest import to_json
 from mlpack.package import (
     BUILD_LOCK,
     HARDWARE,
@@ -172,33 +173,31 @@ def verify(
     pins = (
         environment.parse_requirements_lock(runtime_lock.read_text())
         if runtime_lock.is_file()
-        else {k: v for k, v in manifest.get("environment", {}).get("runtime", {}).items() if v}
+        else {k: v for k, v in manifest.environment.runtime.items() if v}
     )
     build_lock = environment.read_build_lock(root / BUILD_LOCK) if (root / BUILD_LOCK).is_file() else {}
     env_diff = environment.diff(pins, build_lock, environment.installed())
     built_profile = json.loads((root / HARDWARE).read_text()) if (root / HARDWARE).is_file() else {}
     hw_diff = hardware.diff(built_profile, hardware.profile()) if built_profile else []
 
-    settings = reference.SessionSettings.from_dict(manifest["runtime"]["session"])
+    settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
     if threads is not None:
         settings = replace(settings, intra_op_num_threads=threads)
     causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
-    report = replace(report, environment=env_diff, hardware=hw_diff, session=settings.to_dict())
+    report = replace(report, environment=env_diff, hardware=hw_diff, session=to_json(settings))
     try:
-        session = reference.open_session(root / manifest["model"]["file"], settings)
-        feeds = load_npz(root / manifest["reference"]["inputs"])
-        expected = load_npz(root / manifest["reference"]["outputs"])
-        actual = reference.run(session, feeds, bool(manifest["reference"].get("row_batches")))
+        session = reference.open_session(root / manifest.model.file, settings)
+        feeds = load_npz(root / manifest.reference.inputs)
+        expected = load_npz(root / manifest.reference.outputs)
+        actual = reference.run(session, feeds, manifest.reference.row_batches)
     except MlpackError as exc:
         return finish(message=exc.message, causes=causes)
     except Exception as exc:  # onnxruntime's own failures: the golden inputs no longer run here
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         return finish(message=f"onnxruntime could not run the golden inputs: {first}", causes=causes)
 
-    kinds = {spec["name"]: spec["kind"] for spec in manifest["model"]["outputs"]}
-    tolerances = {name: compare.Tolerance(**spec) for name, spec in manifest["tolerances"].items()}
-    outputs = compare.compare(expected, actual, kinds, tolerances)
+    outputs = compare.compare(expected, actual, manifest.kinds, manifest.tolerances)
     verdict = compare.verdict(outputs)
     passed = verdict == "identical" or (verdict == "equivalent" and not strict)
     return finish(

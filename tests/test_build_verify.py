@@ -15,7 +15,7 @@ from tests.conftest import CliRunner
 
 def test_api_build_returns_package_with_digest_and_parity(built: Path) -> None:
     package = open_package(built)
-    m = package.manifest
+    m = package.manifest.to_dict()
     assert package.digest.startswith("sha256:") and len(package.digest) == 71
     assert m["format"] == 1 and m["name"] == "forest" and m["version"] == "1"
     assert m["source"]["framework"] == "sklearn"
@@ -154,7 +154,7 @@ def test_csv_sample(forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_pat
     ]
     (tmp_path / "sample.csv").write_text("\n".join(lines) + "\n")
     package = mlpack.build(forest, sample=tmp_path / "sample.csv", out=tmp_path, resolve=False)
-    assert package.manifest["reference"]["rows"] == 7
+    assert package.manifest.to_dict()["reference"]["rows"] == 7
     assert mlpack.verify(package.path).verdict == "identical"
 
 

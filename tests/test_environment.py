@@ -14,7 +14,7 @@ import pytest
 from packaging.pylock import Pylock
 
 import mlpack
-from mlpack import environment
+from mlpack import environment, options
 
 UNREACHABLE = "http://127.0.0.1:9/simple"  # nothing listens on the discard port
 
@@ -31,7 +31,7 @@ def test_build_lock_is_valid_pep751_with_urls_hashes_and_fingerprints(built: Pat
     assert len(numpy_entry.wheels[0].hashes["sha256"]) == 64
     assert numpy_entry.tool and numpy_entry.tool["mlpack"]["record-sha256"] == here["numpy"].record_sha256
     assert {"onnxruntime", "scikit-learn", "skl2onnx", "packaging"} <= set(by_name)
-    manifest = mlpack.open_package(built).manifest
+    manifest = mlpack.open_package(built).manifest.to_dict()
     assert manifest["environment"]["build_lock"]["artifacts"] == "complete"
 
 
@@ -49,9 +49,9 @@ def test_runtime_lock_pins_with_hashes(built: Path) -> None:
 
 def test_uv_and_pip_compile_give_the_same_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLPACK_CACHE_DIR", str(tmp_path / "fresh-cache"))
-    uv_text, uv_summary = environment.runtime_lock(environment.installed(), True, environment.index_url())
+    uv_text, uv_summary = environment.runtime_lock(environment.installed(), True, options.index_url())
     monkeypatch.setenv("MLPACK_LOCK_TOOL", "pip-compile")
-    pip_text, pip_summary = environment.runtime_lock(environment.installed(), True, environment.index_url())
+    pip_text, pip_summary = environment.runtime_lock(environment.installed(), True, options.index_url())
     assert (uv_summary["tool"], pip_summary["tool"]) == ("uv", "pip-compile")
     assert uv_text is not None and pip_text is not None
     assert environment.parse_requirements_lock(uv_text) == environment.parse_requirements_lock(pip_text)
@@ -61,7 +61,7 @@ def test_unreachable_index_still_builds_and_says_why(
     forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     package = mlpack.build(forest, sample=iris[0][:5], out=tmp_path, index_url=UNREACHABLE)
-    env = package.manifest["environment"]
+    env = package.manifest.to_dict()["environment"]
     assert env["runtime_lock"]["status"] == "missing"
     assert "127.0.0.1:9" in env["runtime_lock"]["reason"]
     assert env["runtime_lock_file"] is None and not (package.path / "env/requirements.lock").exists()

@@ -19,8 +19,9 @@ import mlpack
 from mlpack.errors import IntegrityError, UsageError
 from mlpack.export import export_triton, kserve_manifest, service_name, to_yaml, triton_config
 from mlpack.fileio import load_npz
+from mlpack.manifest import SessionSettings, TensorSpec
 from mlpack.package import INPUTS, MODEL, OUTPUTS, Package, open_package
-from mlpack.reference import SessionSettings, open_session, run
+from mlpack.reference import open_session, run
 from tests.conftest import CliRunner
 
 
@@ -52,8 +53,7 @@ def tensors(entries: Any, model_config: ModuleType) -> list[tuple[str, str, list
 
 def assert_reproduces_reference(model_file: Path, package: Package) -> None:
     """The exported bytes, run with the recorded session options, give the golden outputs bit for bit."""
-    settings = SessionSettings.from_dict(package.manifest["runtime"]["session"])
-    actual = run(open_session(model_file, settings), load_npz(package.path / INPUTS))
+    actual = run(open_session(model_file, package.manifest.runtime.session), load_npz(package.path / INPUTS))
     expected = load_npz(package.path / OUTPUTS)
     assert sorted(actual) == sorted(expected)
     for name, value in expected.items():
@@ -101,17 +101,18 @@ def test_triton_repository_matches_the_package(built: Path, tmp_path: Path, mode
 
 def test_triton_config_follows_shapes_types_and_session_options(built: Path, model_config: ModuleType) -> None:
     package = open_package(built)
-    model = package.manifest["model"]
+    manifest = package.manifest
     unbatched = triton_config(package, max_batch_size=0)
     config = parse(unbatched, model_config)
     assert config.max_batch_size == 0
     assert tensors(config.input, model_config) == [("X", "TYPE_FP32", [-1, 4], None)]
     assert [list(t.dims) for t in config.output] == [[-1], [-1, 3]]
 
-    fixed = {**model, "inputs": [{"name": 'x "1"\n', "type": "tensor(double)", "shape": [1, "features"]}]}
-    session = {"graph_optimization_level": "ORT_DISABLE_ALL", "execution_mode": "ORT_PARALLEL",
-               "intra_op_num_threads": 4, "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}  # fmt: skip
-    odd = replace(package, manifest={**package.manifest, "model": fixed, "runtime": {"session": session}})
+    fixed = replace(manifest.model, inputs=(TensorSpec('x "1"\n', "tensor(double)", (1, "features")),))
+    session = SessionSettings(graph_optimization_level="ORT_DISABLE_ALL", execution_mode="ORT_PARALLEL",
+                              intra_op_num_threads=4, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))  # fmt: skip
+    runtime = replace(manifest.runtime, session=session)
+    odd = replace(package, manifest=replace(manifest, model=fixed, runtime=runtime))
     config = parse(triton_config(odd), model_config)
     assert config.max_batch_size == 0  # a fixed first dimension: Triton must not batch it
     assert tensors(config.input, model_config) == [('x "1"\n', "TYPE_FP64", [1, -1], None)]
@@ -122,9 +123,11 @@ def test_triton_config_follows_shapes_types_and_session_options(built: Path, mod
 
     with pytest.raises(UsageError, match="cannot batch"):
         triton_config(odd, max_batch_size=8)
-    sequence = {**model, "outputs": [{"name": "zipmap", "type": "seq(map(int64,tensor(float)))", "shape": []}]}
+    sequence = replace(
+        manifest.model, outputs=(TensorSpec("zipmap", "seq(map(int64,tensor(float)))", (), "value"),)
+    )
     with pytest.raises(UsageError, match="only tensors"):
-        triton_config(replace(package, manifest={**package.manifest, "model": sequence}))
+        triton_config(replace(package, manifest=replace(manifest, model=sequence)))
 
 
 def test_tampered_package_is_refused_and_nothing_is_written(package: Path, tmp_path: Path) -> None:
@@ -201,9 +204,9 @@ def test_external_data_travels_with_the_model(tmp_path: Path, monkeypatch: pytes
     ).eval()  # tensors > 1 KiB
     sample = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
     package = mlpack.build(mlp, sample=sample, name="mlp", out=tmp_path / "dist", resolve=False)
-    assert package.manifest["model"]["files"] == [MODEL, "model.onnx.data"]
+    assert package.manifest.to_dict()["model"]["files"] == [MODEL, "model.onnx.data"]
     folder = export_triton(package.path, tmp_path / "repo")
-    for name in package.manifest["model"]["files"]:
+    for name in package.manifest.to_dict()["model"]["files"]:
         assert (folder / "1" / name).read_bytes() == (package.path / name).read_bytes()
     assert_reproduces_reference(folder / "1" / MODEL, package)  # onnxruntime finds the data beside the graph
 

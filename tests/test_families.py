@@ -83,7 +83,7 @@ def test_torch_module_through_the_api(mlp: Any, X: np.ndarray, tmp_path: Path) -
     assert m["parity"]["status"] == "passed" and m["parity"]["outputs"][0]["max_abs"] < 1e-6
     assert m["tolerances"]["output"] == {"atol": 1e-5, "rtol": 1e-4, "labels": "exact-unless-tied"}
     other_batch = mlpack.build(mlp, sample=X[:3], name="mlp", version="2", out=tmp_path, resolve=False)
-    assert other_batch.manifest["reference"]["rows"] == 3
+    assert other_batch.manifest.to_dict()["reference"]["rows"] == 3
 
 
 def test_torch_export_program_and_torchscript_through_the_cli(mlp: Any, X: np.ndarray, tmp_path: Path,
@@ -350,7 +350,7 @@ def test_third_party_converter_from_an_entry_point(tmp_path: Path) -> None:
 import json, numpy as np, mlpack
 from mlpack_demo_converter import Affine
 package = mlpack.build(Affine(2.0, 0.5), sample=np.ones((3, 2), np.float32), out={str(tmp_path)!r}, resolve=False)
-print(json.dumps({{"source": package.manifest["source"], "verdict": mlpack.verify(package.path).verdict}}))
+print(json.dumps({{"source": package.manifest.to_dict()["source"], "verdict": mlpack.verify(package.path).verdict}}))
 """
     result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(site)},
                             capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -107,7 +107,7 @@ def test_round_trip_keeps_every_byte_and_verifies(
     local = open_package(built)
     assert pushed.reference == f"{reg.host}/forest:1"  # the tag defaults to the package version
     assert pushed.package_digest == local.digest
-    assert set(pushed.uploaded) == {MANIFEST, *local.manifest["files"]}
+    assert set(pushed.uploaded) == {MANIFEST, *local.manifest.to_dict()["files"]}
 
     pulled = registry.pull(f"{reg.host}/forest:1", tmp_path)
 
@@ -162,7 +162,7 @@ def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.Pus
     config = requests.get(f"{reg.url}/v2/forest/blobs/{local.digest}", timeout=10)
     assert config.content == config_bytes  # the exact bytes of mlpack.json
 
-    files = local.manifest["files"]
+    files = local.manifest.to_dict()["files"]
     assert [layer["annotations"]["org.opencontainers.image.title"] for layer in manifest["layers"]] == sorted(
         files
     )
@@ -179,7 +179,7 @@ def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.Pus
         "org.mlpack.package.name": "forest",
         "org.mlpack.package.version": "1",
         "org.opencontainers.image.version": "1",
-        "org.opencontainers.image.created": local.manifest["created"],
+        "org.opencontainers.image.created": local.manifest.to_dict()["created"],
     }
 
 
@@ -188,7 +188,7 @@ def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.Pus
 
 def test_tampered_blob_in_the_registry_is_refused(fresh_reg: Registry, built: Path, tmp_path: Path) -> None:
     pushed = registry.push(built, f"{fresh_reg.host}/forest")
-    model_digest = f"sha256:{open_package(built).manifest['files']['model.onnx']}"
+    model_digest = f"sha256:{open_package(built).manifest.to_dict()['files']['model.onnx']}"
     blob = fresh_reg.blob_file(model_digest)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -240,7 +240,7 @@ def test_path_traversal_titles_are_refused(reg: Registry, built: Path, tmp_path:
 
 def test_layers_must_match_the_package_manifest(reg: Registry, built: Path, tmp_path: Path) -> None:
     """A layer set that differs from mlpack.json's files (here: one extra file) is refused before writing."""
-    files = open_package(built).manifest["files"]
+    files = open_package(built).manifest.to_dict()["files"]
     layers = [(title, (built / title).read_bytes()) for title in sorted(files)] + [
         ("extra/payload.sh", b"#!/bin/sh\n")
     ]

@@ -25,10 +25,10 @@ def test_two_builds_in_different_folders_are_identical(
     first = mlpack.build(model, sample=iris[0][:40], name="repro", out=tmp_path / "a" / "deep")
     second = mlpack.build(model, sample=iris[0][:40], name="repro", out=tmp_path / "b")
     assert (first.path / "model.onnx").read_bytes() == (second.path / "model.onnx").read_bytes()
-    assert first.manifest["created"] == "2023-11-14T22:13:20Z"
-    assert "SOURCE_DATE_EPOCH" in first.manifest["performance"]["omitted"]
+    assert first.manifest.to_dict()["created"] == "2023-11-14T22:13:20Z"
+    assert "SOURCE_DATE_EPOCH" in first.manifest.to_dict()["performance"]["omitted"]
     assert first.digest == second.digest
-    for relative in first.manifest["files"]:
+    for relative in first.manifest.to_dict()["files"]:
         assert (first.path / relative).read_bytes() == (second.path / relative).read_bytes(), relative
 
 
@@ -38,12 +38,12 @@ def test_without_source_date_epoch_only_the_time_differs(
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     first = mlpack.build(forest, sample=iris[0][:5], out=tmp_path / "a", resolve=False)
     second = mlpack.build(forest, sample=iris[0][:5], out=tmp_path / "b", resolve=False)
-    assert first.manifest["files"] == second.manifest["files"]
+    assert first.manifest.to_dict()["files"] == second.manifest.to_dict()["files"]
     clock = {"created", "performance"}  # wall-clock readings, left out when SOURCE_DATE_EPOCH is set
-    assert {k: v for k, v in first.manifest.items() if k not in clock} == {
-        k: v for k, v in second.manifest.items() if k not in clock
+    assert {k: v for k, v in first.manifest.to_dict().items() if k not in clock} == {
+        k: v for k, v in second.manifest.to_dict().items() if k not in clock
     }
-    performance = first.manifest["performance"]
+    performance = first.manifest.to_dict()["performance"]
     assert performance["conversion_s"] > 0
     for batch in ("batch_1", "batch_1024"):
         figures = performance[batch]

@@ -44,7 +44,7 @@ def labels(package: Package) -> dict[str, str]:
     created = (
         dt.datetime.fromtimestamp(int(epoch), dt.UTC).isoformat().replace("+00:00", "Z")
         if epoch
-        else str(package.manifest.get("created", ""))
+        else package.manifest.created
     )
     return {
         "org.opencontainers.image.title": package.name,
@@ -125,7 +125,7 @@ def render(package_path: str | Path, base: str, folder: Path | None = None) -> C
     package = open_intact(package_path, "rebuild it: a tampered package is never containerized.")
     lock = package.path / RUNTIME_LOCK
     if not lock.is_file():
-        reason = package.manifest.get("environment", {}).get("runtime_lock", {}).get("reason", "")
+        reason = package.manifest.environment.runtime_lock.get("reason", "")
         raise UsageError(
             f"{package.path} has no runtime lock ({reason or 'it was built offline'}); rebuild it where the "
             "package index can be reached."
@@ -135,7 +135,7 @@ def render(package_path: str | Path, base: str, folder: Path | None = None) -> C
     context = folder or Path(tempfile.mkdtemp(prefix="mlpack-context-"))
     shutil.copytree(package.path, context / "package", dirs_exist_ok=True)
     shutil.copy2(lock, context / "requirements.lock")
-    cache = wheel_cache() / package.manifest["files"][RUNTIME_LOCK][:16]
+    cache = wheel_cache() / package.manifest.files[RUNTIME_LOCK][:16]
     if not cache.is_dir():
         staging = Path(tempfile.mkdtemp(prefix="wheels-", dir=cache.parent if cache.parent.exists() else None))
         download_wheels(lock, staging)

@@ -11,21 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from mlpack.container import DIGEST_LABEL, Context, render, verify_report
-from mlpack.errors import ConversionError, EngineError, UsageError
+from mlpack.errors import EngineError, GateFailed, UsageError
+from mlpack.options import DEFAULT_BASE_IMAGE
 
-DEFAULT_BASE = "python:3.11-slim-bookworm"
 START_HINT = (
     "start Docker, or Podman's API service (podman system service --time=0 unix:///run/podman/podman.sock) "
     "and set DOCKER_HOST=unix:///run/podman/podman.sock"
 )
-
-
-class GateFailed(ConversionError):
-    """The image does not reproduce the golden outputs: it was removed and not tagged (exit 1)."""
-
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(frozen=True)
@@ -118,7 +110,7 @@ def containerize(
     package: str | Path,
     *,
     tag: str | None = None,
-    base: str = DEFAULT_BASE,
+    base: str = DEFAULT_BASE_IMAGE,
     push: bool = False,
     context_dir: Path | None = None,
     cache: bool = True,

@@ -1,27 +1,45 @@
-"""Converters: one protocol, a registry of built-ins, and third-party converters from entry points.
+"""Model families: one protocol, a registry of built-ins, and third-party converters from entry points.
 
-A converter describes a native model, turns it into ONNX, and runs the native model for the parity check.
-Heavy framework imports happen inside each converter, only when it is used; ``accepts`` must not import
-the framework (it looks at the object's module), so that finding a converter stays cheap.
+Each family lives in one module that owns everything about it: the files it loads (``suffixes`` and
+``load``), how it describes a model, how it converts to ONNX, how the native model predicts (for the parity
+check), and its default tolerances. Built-ins register exactly like plug-ins, so adding a family, or a
+plug-in's file format, touches one module. Heavy framework imports happen inside each family, only when it
+is used; ``accepts`` must not import the framework (it looks at the object's module), so that finding a
+converter stays cheap.
+
+Plug-ins (entry point group ``mlpack.converters``) need ``name``, ``description``, ``native_runs``,
+``accepts``, ``describe``, ``convert`` and ``predict``; ``suffixes``/``load`` and ``tolerances`` are optional.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from mlpack.errors import UsageError
+from mlpack.manifest import Tolerance
+from mlpack.options import DEFAULT_OPSET, DEFAULT_PRECISION
 
 ENTRY_POINT_GROUP = "mlpack.converters"
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    opset: int = 17
-    precision: str = "float32"  # float64 keeps double-precision models in doubles where the converter can
+    opset: int = DEFAULT_OPSET
+    precision: str = DEFAULT_PRECISION  # float64 keeps double-precision models in doubles where it can
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the user consented to load: pickles run arbitrary code, skops types beyond its default list."""
+
+    pickle: bool = False
+    types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,10 +92,11 @@ def require(module: str, extra: str) -> Any:
 
 
 def _builtins() -> list[Converter]:
-    from mlpack.convert.boosting import LightGBMConverter, XGBoostConverter
+    from mlpack.convert.lightgbm import LightGBMConverter
     from mlpack.convert.onnx_model import OnnxConverter
     from mlpack.convert.sklearn import SklearnConverter
     from mlpack.convert.torch import TorchConverter
+    from mlpack.convert.xgboost import XGBoostConverter
 
     # boosters before scikit-learn: XGBClassifier and LGBMClassifier are scikit-learn estimators too
     return [OnnxConverter(), XGBoostConverter(), LightGBMConverter(), SklearnConverter(), TorchConverter()]
@@ -107,3 +126,21 @@ def find_converter(model: Any) -> Converter:
             return converter
     supported = "; ".join(c.description for c in converters)
     raise UsageError(f"No converter takes a {class_name(model)}. Supported: {supported}.")
+
+
+def default_tolerances(converter: Converter) -> Mapping[str, Tolerance]:
+    """The family's defaults by output kind; kinds it does not name keep the generic defaults."""
+    return dict(getattr(converter, "tolerances", {}) or {})
+
+
+def load_model_file(path: Path, trust: Trust = Trust()) -> Any:
+    """A model object (or, for ONNX, the path itself) from a file, by the family that claims its suffix."""
+    if not path.is_file():
+        raise UsageError(f"The model file {path} does not exist.")
+    suffix = path.suffix.lower()
+    families = registry()
+    for converter in families:
+        if suffix in getattr(converter, "suffixes", ()):
+            return converter.load(path, trust)  # type: ignore[attr-defined]
+    known = list(dict.fromkeys(s for c in families for s in getattr(c, "suffixes", ())))
+    raise UsageError(f"{path} has an unknown model format; supported: {', '.join(known)}.")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.convert import Converted, ConvertOptions, Description
+from mlpack.convert import Converted, ConvertOptions, Description, Trust
 from mlpack.errors import UsageError
 
 
@@ -39,6 +39,11 @@ class OnnxConverter:
     name = "onnx"
     description = "ONNX models (.onnx files, bytes or onnx.ModelProto)"
     native_runs = False
+    suffixes = (".onnx",)
+    # no tolerances of its own: ONNX from elsewhere keeps the generic defaults (compare.DEFAULT_TOLERANCES)
+
+    def load(self, path: Path, trust: Trust) -> Any:
+        return path  # parsed (with external data beside it) when converted
 
     def accepts(self, model: Any) -> bool:
         if isinstance(model, (str, Path)):

@@ -1,0 +1,121 @@
+"""mlpack build."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mlpack.cli.common import JsonOpt, QuietOpt, app, emit, progress_printer, run
+
+
+def parse_lineage(items: list[str]) -> dict[str, str]:
+    from mlpack.errors import UsageError
+
+    lineage = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--lineage takes KEY=VALUE, got {item!r}.")
+        lineage[key] = value
+    return lineage
+
+
+@app.command()
+def build(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="Model file: .onnx, .skops, .pt2/.pt (PyTorch), .json/.ubj (XGBoost), .txt (LightGBM), or "
+            ".joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
+            show_default=False,
+        ),
+    ] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            help="Golden inputs: .npy, .npz keyed by input name, or .csv. Default: [tool.mlpack] sample."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Package name. Default: the model file's stem.")] = None,
+    version: Annotated[str | None, typer.Option(help="Package version. [default: 1]", show_default=False)] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Folder that receives NAME-VERSION/. [default: dist]", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace a package that already exists at the target.")] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(help="Allow .pkl/.joblib models. Unpickling runs arbitrary code: only for files you trust."),
+    ] = False,
+    trust_type: Annotated[
+        list[str] | None, typer.Option(help="Trust a non-scikit-learn type inside a .skops file (repeatable).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="onnxruntime intra-op threads recorded for replay. [default: 1]", show_default=False),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset for conversion. [default: 17]", show_default=False)
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="float32 (widest support) or float64 (keep doubles). [default: float32]")
+    ] = None,
+    onnx: Annotated[
+        str | None, typer.Option(help="Your own ONNX export of MODEL: checked for parity instead of converting.")
+    ] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance for every float output.")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance for every float output.")] = None,
+    accept_parity: Annotated[
+        bool,
+        typer.Option(
+            help="Package even if the ONNX outputs differ from the native model's; the manifest records it."
+        ),
+    ] = False,
+    no_resolve: Annotated[
+        bool,
+        typer.Option(
+            "--no-resolve",
+            help="Do not contact the index: no artifact hashes, no runtime lock (the manifest says so).",
+        ),
+    ] = False,
+    index_url: Annotated[
+        str | None, typer.Option(help="Index for the locks. [default: PyPI]", show_default=False)
+    ] = None,
+    lineage: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")
+    ] = None,
+    no_timings: Annotated[
+        bool, typer.Option("--no-timings", help="Skip measuring onnxruntime vs native speed at build.")
+    ] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a model to ONNX, record golden outputs, lock the environment, and write a hashed package.
+
+    Settings come from the defaults, then [tool.mlpack] in the nearest pyproject.toml, then these flags.
+    Exit codes: 0 built, 1 the conversion does not reproduce the native model, 2 bad input.
+    """
+
+    def action() -> None:
+        from mlpack.builder import build as build_package
+        from mlpack.report import render_build
+
+        tolerances: Any = None
+        if atol is not None or rtol is not None:
+            spec = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
+            tolerances = {"probabilities": spec, "value": spec}
+        package = build_package(
+            model, sample, name=name, version=version, out=out, force=force,
+            trust_pickle=True if trust_pickle else None, trusted_types=tuple(trust_type or ()),
+            tolerances=tolerances, threads=threads, opset=opset, precision=precision, onnx=onnx,
+            timings=not no_timings, resolve=not no_resolve, index_url=index_url,
+            lineage=parse_lineage(lineage) if lineage else None, accept_parity=accept_parity,
+            progress=progress_printer(quiet, as_json),
+        )  # fmt: skip
+        emit(
+            {"package": str(package.path), "digest": package.digest, "manifest": package.manifest.to_dict()},
+            as_json,
+            lambda: render_build(package),
+        )
+
+    run(as_json, action)

@@ -1,0 +1,93 @@
+"""mlpack verify, inspect, lock and hardware: what a package holds and whether it holds here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlpack.cli.common import JsonOpt, app, emit, run
+
+
+@app.command()
+def verify(
+    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    strict: Annotated[bool, typer.Option(help="Demand bit-identical outputs; 'equivalent' then exits 1.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="Replay with this many intra-op threads instead of the recorded count.")
+    ] = None,
+    digest: Annotated[
+        str | None, typer.Option(help="Expected package digest (sha256:…); any other manifest counts as tampered.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
+
+    Exit codes: 0 identical or equivalent, 1 mismatch (or not identical with --strict), 2 bad input,
+    3 tampered, 4 this environment cannot run the model.
+    """
+
+    def action() -> int:
+        from mlpack.report import render_verify
+        from mlpack.verifier import verify as verify_package
+
+        report = verify_package(package, strict=strict, threads=threads, expect_digest=digest)
+        emit(report.to_dict(), as_json, lambda: render_verify(report))
+        return report.exit_code
+
+    code = run(as_json, action)
+    raise typer.Exit(code)
+
+
+@app.command()
+def inspect(
+    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a package holds: manifest summary, digest and files. Runs nothing, checks nothing."""
+
+    def action() -> None:
+        from mlpack.inspector import inspect as inspect_package
+        from mlpack.report import render_inspect
+
+        info = inspect_package(package)
+        emit(info.to_dict(), as_json, lambda: render_inspect(info))
+
+    run(as_json, action)
+
+
+@app.command()
+def lock(
+    out: Annotated[str, typer.Option(help="Folder for pylock.toml and requirements.lock.")] = ".",
+    no_resolve: Annotated[bool, typer.Option("--no-resolve", help="Do not contact the index.")] = False,
+    index_url: Annotated[
+        str | None, typer.Option(help="Index to resolve against. [default: PyPI]", show_default=False)
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lock this environment: pylock.toml (everything installed, hashed) and requirements.lock (runtime, hashed)."""
+
+    def action() -> None:
+        from mlpack import environment, options
+        from mlpack.report import render_lock
+
+        folder = Path(out)
+        summary = environment.write_lock_files(folder, not no_resolve, options.index_url(index_url))
+        emit(summary, as_json, lambda: render_lock(folder, summary))
+
+    run(as_json, action)
+
+
+@app.command()
+def hardware(as_json: JsonOpt = False) -> None:
+    """Profile this machine: CPU and vector ISA, cores, memory, OS, BLAS, onnxruntime, GPUs."""
+
+    def action() -> None:
+        from mlpack.hardware import profile
+        from mlpack.report import render_hardware
+
+        data = profile()
+        emit(data, as_json, lambda: render_hardware(data))
+
+    run(as_json, action)

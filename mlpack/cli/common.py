@@ -1,0 +1,76 @@
+"""What every command shares: the typer app, output as text or JSON, progress lines, and the one place that
+turns exceptions into exit codes. Only the CLI prints or exits; the library returns data or raises."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    help="Package a trained model so that it gives the same answers on the next machine, and prove it.\n\n"
+    "  mlpack build model.skops --sample sample.npy --name churn --version 3\n\n"
+    "  mlpack verify dist/churn-3            # exit 0 identical/equivalent, 1 mismatch, 3 tampered\n\n"
+    "Exit codes: 0 success, 1 outputs differ, 2 bad input, 3 integrity, 4 environment cannot run the model, "
+    "5 engine, registry or index failure. Add --debug anywhere for tracebacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+state = {"debug": False}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+
+
+def emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(text() + "\n")
+
+
+def progress_printer(quiet: bool, as_json: bool) -> Callable[[str], None]:
+    def say(step: str) -> None:
+        if not (quiet or as_json):
+            sys.stderr.write(f"mlpack: {step}…\n")
+            sys.stderr.flush()
+
+    return say
+
+
+def fail(exc: BaseException, as_json: bool) -> NoReturn:
+    """Exit with the error's code and one sentence; a traceback only with --debug."""
+    from mlpack.errors import MlpackError
+
+    if isinstance(exc, MlpackError):
+        code, message, details = exc.exit_code, exc.message, exc.details()
+    else:
+        code, details = 2, {}
+        message = f"unexpected failure: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)"
+    if state["debug"]:
+        traceback.print_exception(exc)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"error": message, "exit_code": code, **details}, indent=2, default=str) + "\n"
+        )
+    else:
+        sys.stderr.write(f"mlpack: error: {message}\n")
+    raise typer.Exit(code)
+
+
+def run(as_json: bool, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("mlpack: interrupted; nothing was written.\n")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        fail(exc, as_json)

@@ -1,0 +1,120 @@
+"""mlpack serve and mlpack export: the package behind a V2 endpoint, or handed to Triton or KServe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlpack.cli.common import JsonOpt, app, emit, run
+from mlpack.options import DEFAULT_MAX_BODY, DEFAULT_PORT
+
+
+@app.command()
+def serve(
+    package: Annotated[
+        str, typer.Argument(help="A package, or a folder of packages to serve together.", show_default=False)
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = DEFAULT_PORT,
+    workers: Annotated[int, typer.Option(help="Processes sharing the port, each with its own sessions.")] = 1,
+    verify_on_start: Annotated[
+        bool,
+        typer.Option(
+            "--verify-on-start/--no-verify-on-start",
+            help="Become ready only after the package verifies here (integrity and golden replay).",
+        ),
+    ] = True,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = DEFAULT_MAX_BODY,
+    access_log: Annotated[bool, typer.Option(help="Log every request on stderr.")] = False,
+) -> None:
+    """Serve packages over the Open Inference Protocol (KServe V2 REST) until Ctrl-C or SIGTERM.
+
+    Endpoints: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME[/versions/V][/ready];
+    POST /v2/models/NAME[/versions/V]/infer, with JSON tensors or the binary tensor extension.
+    """
+
+    def action() -> None:
+        from mlpack.serve import serve as run_server
+
+        def announce(bound_host: str, bound_port: int) -> None:
+            sys.stderr.write(f"mlpack serve: listening on http://{bound_host}:{bound_port}\n")
+            sys.stderr.flush()
+
+        run_server(package, host=host, port=port, workers=workers, verify_on_start=verify_on_start,
+                   max_body=max_body_bytes, access_log=access_log, on_listen=announce)  # fmt: skip
+
+    run(False, action)
+
+
+export_app = typer.Typer(
+    help="Export a package for a serving system: a Triton model repository or a KServe InferenceService.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("triton")
+def export_triton(
+    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    outdir: Annotated[
+        str,
+        typer.Argument(
+            help="Model repository folder; receives NAME/config.pbtxt and NAME/1/.", show_default=False
+        ),
+    ],
+    force: Annotated[bool, typer.Option(help="Replace OUTDIR/NAME if it exists.")] = False,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Override max_batch_size (default: 1024 or the golden rows, when the batch axis is dynamic).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a Triton model repository (onnxruntime platform, typed inputs and outputs, recorded session options)."""
+
+    def action() -> None:
+        from mlpack.export import export_triton as run_export
+
+        folder = run_export(package, outdir, force=force, max_batch_size=max_batch_size)
+        emit({"model_repository": str(Path(outdir)), "model": str(folder)}, as_json, lambda: f"wrote {folder}")
+
+    run(as_json, action)
+
+
+@export_app.command("kserve")
+def export_kserve(
+    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    image: Annotated[
+        str | None, typer.Option(help="Model image (modelcar): storageUri becomes oci://IMAGE.")
+    ] = None,
+    storage_uri: Annotated[
+        str | None, typer.Option(help="Where the model lives (s3://, gs://, pvc://, https://…).")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="InferenceService name. [default: from the package name]", show_default=False),
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Write the YAML here instead of stdout.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a KServe InferenceService (V2 protocol, ONNX) for the package; give --image or --storage-uri."""
+
+    def action() -> None:
+        from mlpack.export import kserve_manifest, to_yaml
+        from mlpack.fileio import write_atomic
+
+        manifest = kserve_manifest(package, image=image, storage_uri=storage_uri, name=name)
+        text = json.dumps(manifest, indent=2) + "\n" if as_json else to_yaml(manifest)
+        if out:
+            write_atomic(Path(out), text.encode())
+            sys.stderr.write(f"mlpack: wrote {out}\n")
+        else:
+            sys.stdout.write(text)
+
+    run(as_json, action)

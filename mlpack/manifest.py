@@ -1,0 +1,348 @@
+"""mlpack.json, format 1, as typed records: one ``from_dict`` that validates, one ``to_dict`` that writes.
+
+Every section is a frozen dataclass. ``Manifest.from_dict`` refuses a corrupt or hostile manifest with one
+sentence (IntegrityError, exit 3; a newer format is RuntimeEnvironmentError, exit 4), never a KeyError deep
+inside a command. ``to_dict`` gives back exactly the JSON that mlpack writes, so format 1 bytes stay the
+same. ``json_schema()`` derives the published schema (docs/manifest-format-1.schema.json) from these types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from mlpack.errors import IntegrityError, RuntimeEnvironmentError
+
+FORMAT = 1
+KINDS = ("label", "probabilities", "value")
+LABEL_RULES = ("exact-unless-tied", "exact")
+OPT_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
+EXECUTION_MODES = ("ORT_SEQUENTIAL", "ORT_PARALLEL")
+Dim = int | str  # a fixed size, or a symbolic name
+JSONDict = dict[str, Any]  # free-form JSON recorded as given (converter details, figures, lineage)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as onnxruntime reports it; ``kind`` (outputs only) picks the tolerance."""
+
+    name: str
+    type: str  # onnxruntime's type string, e.g. tensor(float)
+    shape: tuple[Dim, ...]
+    kind: str | None = None  # label | probabilities | value
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    file: str
+    files: tuple[str, ...]  # the graph, and model.onnx.data for models over 2 GB
+    sha256: str  # of the canonical file
+    source_sha256: str | None  # of the converter's output before canonicalisation
+    source_file: SourceFile | None  # the model file the build started from
+    ir_version: int
+    producer: str
+    opset_imports: dict[str, int]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    converter: str
+    framework: str
+    framework_version: str
+    model_class: str
+    details: JSONDict = field(default_factory=dict)  # what the converter reported (exporter, opset cap, …)
+
+
+@dataclass(frozen=True)
+class Parity:
+    compared: str
+    status: str  # passed | accepted
+    input_cast: dict[str, str]
+    outputs: tuple[JSONDict, ...]  # compare.OutputComparison.to_dict() per output
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    inputs: str
+    outputs: str
+    rows: int
+    row_batches: bool
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything that selects kernels or reduction order; recorded at build and replayed by verify.
+
+    One intra-op thread by default: thread count changes how tree ensembles sum, and a fixed count is the
+    only way two machines can agree bit for bit. ``verify --threads N`` replays with another count.
+    """
+
+    intra_op_num_threads: int = 1
+    inter_op_num_threads: int = 1
+    execution_mode: str = "ORT_SEQUENTIAL"
+    graph_optimization_level: str = "ORT_ENABLE_ALL"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    onnxruntime: str | None
+    session: SessionSettings
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    labels: str = "exact-unless-tied"  # how labels compare; meaningless for floats
+
+
+@dataclass(frozen=True)
+class Environment:
+    build_lock: JSONDict = field(default_factory=dict)  # packages, with_artifact_hash, unlocked, artifacts, reason
+    runtime_lock: JSONDict = field(default_factory=dict)  # status, tool, index, packages, reason
+    runtime: dict[str, str | None] = field(default_factory=dict)  # runtime package -> version at build
+    python: str = ""
+    build_lock_file: str | None = None
+    runtime_lock_file: str | None = None
+
+
+@dataclass(frozen=True)
+class HardwareSummary:
+    file: str | None = None
+    cpu: str = ""
+    arch: str = ""
+    logical_cores: int = 0
+    numeric_flags: tuple[str, ...] = ()
+    gpus: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    name: str
+    version: str
+    model: ModelInfo
+    reference: ReferenceInfo
+    runtime: RuntimeInfo
+    tolerances: dict[str, Tolerance]
+    files: dict[str, str]  # every other file -> sha256
+    created: str = ""
+    mlpack_version: str = ""
+    source: Source | None = None
+    parity: Parity | None = None
+    performance: JSONDict = field(default_factory=dict)
+    environment: Environment = field(default_factory=Environment)
+    hardware: HardwareSummary = field(default_factory=HardwareSummary)
+    lineage: JSONDict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "mlpack.json") -> Manifest:
+        """Validate types and values; refuse in one sentence. A newer format needs a newer mlpack (exit 4)."""
+        if not isinstance(data, dict):
+            raise IntegrityError(f"The manifest {where} is corrupt: it is not a JSON object.")
+        fmt = data.get("format")
+        if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:
+            raise RuntimeEnvironmentError(
+                f"{where} uses package format {fmt}; this mlpack reads format {FORMAT}: upgrade mlpack."
+            )
+        manifest = _parse(cls, data, "", where)
+        _check_values(manifest, where)
+        return typing.cast(Manifest, manifest)
+
+    def to_dict(self) -> JSONDict:
+        return typing.cast(JSONDict, to_json(self))
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {spec.name: spec.kind or "value" for spec in self.model.outputs}
+
+
+# ---- parsing: one walk over the type hints, so a new field needs no new code
+
+
+def _fail(where: str, path: str, expected: str, value: Any) -> IntegrityError:
+    shown = type(value).__name__ if not isinstance(value, (str, int, float, bool)) else repr(value)[:60]
+    return IntegrityError(f"The manifest {where} is corrupt: {path or 'it'} must be {expected}, not {shown}.")
+
+
+def _optional(hint: Any) -> tuple[bool, Any]:
+    args = get_args(hint)
+    if get_origin(hint) in (Union, types.UnionType) and type(None) in args:
+        rest = tuple(a for a in args if a is not type(None))
+        return True, (rest[0] if len(rest) == 1 else Union[rest])  # noqa: UP007 - built at run time
+    return False, hint
+
+
+def _parse(hint: Any, value: Any, path: str, where: str) -> Any:
+    optional, hint = _optional(hint)
+    if hint is Any:
+        return value
+    if value is None:
+        if optional:
+            return None
+        raise _fail(where, path, _describe(hint), value)
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise _fail(where, path, "an object", value)
+        hints = get_type_hints(hint)
+        kwargs: dict[str, Any] = {}
+        if hint is Source:  # converter details sit beside the fixed fields in the file
+            named = {f.name for f in dataclasses.fields(Source)} - {"details"}
+            value = {
+                **{k: v for k, v in value.items() if k in named},
+                "details": {k: v for k, v in value.items() if k not in named},
+            }
+        for f in dataclasses.fields(hint):
+            key = f"{path}.{f.name}" if path else f.name
+            if f.name in value:
+                kwargs[f.name] = _parse(hints[f.name], value[f.name], key, where)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise IntegrityError(f"The manifest {where} is corrupt: it lacks {key}.")
+        return hint(**kwargs)
+    if origin in (Union, types.UnionType):  # int | str
+        for option in get_args(hint):
+            try:
+                return _parse(option, value, path, where)
+            except IntegrityError:
+                continue
+        raise _fail(where, path, _describe(hint), value)
+    if origin is dict:
+        _, item_type = get_args(hint)
+        if not isinstance(value, dict):
+            raise _fail(where, path, "an object", value)
+        return {k: _parse(item_type, v, f"{path}[{k!r}]", where) for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _fail(where, path, "a list", value)
+        item_type = get_args(hint)[0]
+        return tuple(_parse(item_type, v, f"{path}[{i}]", where) for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, path, "a number", value)
+        return float(value)
+    if hint in (int, bool, str):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise _fail(where, path, _describe(hint), value)
+        return value
+    raise TypeError(f"manifest field {path} has an unsupported type {hint!r}")  # a bug in this module
+
+
+def _describe(hint: Any) -> str:
+    return {str: "a string", int: "an integer", bool: "true or false", float: "a number"}.get(hint, "a value")
+
+
+def _check_values(m: Manifest, where: str) -> None:
+    """Rules beyond types: names, kinds and tolerances that later steps rely on."""
+
+    def bad(text: str) -> IntegrityError:
+        return IntegrityError(f"The manifest {where} is corrupt: {text}.")
+
+    if m.format < 1:
+        raise bad(f"format {m.format} does not exist")
+    outputs = [spec.name for spec in m.model.outputs]
+    if not m.model.inputs or not outputs:
+        raise bad("the model lists no inputs or no outputs")
+    if len(set(outputs)) != len(outputs) or len({s.name for s in m.model.inputs}) != len(m.model.inputs):
+        raise bad("the model names a tensor twice")
+    for spec in m.model.outputs:
+        if spec.kind not in KINDS:
+            raise bad(f"output {spec.name!r} has kind {spec.kind!r}; kinds are {', '.join(KINDS)}")
+        if spec.name not in m.tolerances:
+            raise bad(f"output {spec.name!r} has no tolerance")
+    for name, tol in m.tolerances.items():
+        if not (tol.atol >= 0 and tol.rtol >= 0) or tol.atol == float("inf") or tol.rtol == float("inf"):
+            raise bad(f"the tolerance of {name!r} must be finite and not negative")
+        if tol.labels not in LABEL_RULES:
+            raise bad(f"the label rule of {name!r} is {tol.labels!r}; rules are {', '.join(LABEL_RULES)}")
+    s = m.runtime.session
+    if s.intra_op_num_threads < 0 or s.inter_op_num_threads < 0:
+        raise bad("thread counts must not be negative")
+    if s.graph_optimization_level not in OPT_LEVELS or s.execution_mode not in EXECUTION_MODES:
+        raise bad(f"the session options {s.graph_optimization_level}/{s.execution_mode} are unknown")
+    if m.reference.rows < 1:
+        raise bad("the reference holds no rows")
+    for relative, digest in m.files.items():
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise bad(f"the hash of {relative!r} is not a sha256 hex digest")
+
+
+# ---- writing
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, Source):
+        fixed = {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "details"}
+        return {**value.details, **fixed}  # details never override the fixed fields
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, TensorSpec) and value.kind is None:
+            del data["kind"]  # inputs carry no kind
+        return data
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
+    return value
+
+
+# ---- the published JSON Schema, derived from the records above
+
+
+def json_schema() -> JSONDict:
+    definitions: dict[str, Any] = {}
+
+    def schema(hint: Any) -> JSONDict:
+        optional, inner = _optional(hint)
+        if optional:
+            return {"anyOf": [schema(inner), {"type": "null"}]}
+        origin = get_origin(inner)
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            name = inner.__name__
+            if name not in definitions:
+                definitions[name] = {}  # placeholder against recursion
+                hints = get_type_hints(inner)
+                props = {f.name: schema(hints[f.name]) for f in dataclasses.fields(inner) if f.name != "details"}
+                required = [
+                    f.name
+                    for f in dataclasses.fields(inner)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                ]
+                definitions[name] = {
+                    "type": "object",
+                    "description": (inner.__doc__ or "").strip().splitlines()[0] if inner.__doc__ else name,
+                    "properties": props,
+                    "required": required,
+                    "additionalProperties": inner is Source or inner is Manifest,
+                }
+            return {"$ref": f"#/$defs/{name}"}
+        if inner is Any:
+            return {}
+        if origin in (Union, types.UnionType):
+            return {"anyOf": [schema(a) for a in get_args(inner)]}
+        if origin is dict:
+            return {"type": "object", "additionalProperties": schema(get_args(inner)[1])}
+        if origin is tuple:
+            return {"type": "array", "items": schema(get_args(inner)[0])}
+        return {"type": {str: "string", int: "integer", bool: "boolean", float: "number"}[inner]}
+
+    root = schema(Manifest)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://mlpack.invalid/schemas/manifest-format-1.json",
+        "title": "mlpack package manifest (mlpack.json), format 1",
+        **root,
+        "$defs": dict(sorted(definitions.items())),
+    }

@@ -1,0 +1,141 @@
+"""Every option's default, and where a build's settings come from, in one fixed order (last wins):
+
+1. the defaults below;
+2. ``[tool.mlpack]`` in the nearest pyproject.toml, searched from the working folder upwards;
+3. what the caller passes explicitly: a CLI flag or a keyword of ``mlpack.build()``.
+
+An explicit value is never replaced by a default (``None`` means "not given", so ``threads=0`` is refused,
+not taken for 1). Consent to unpickle never comes from a file in a parent folder: ``trust-pickle`` in
+``[tool.mlpack]`` counts only when that pyproject.toml sits in the working folder itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mlpack.errors import UsageError
+
+DEFAULT_VERSION = "1"
+DEFAULT_OUT = "dist"
+DEFAULT_THREADS = 1  # a fixed count is the only way two machines can agree bit for bit
+DEFAULT_OPSET = 17  # loads on onnxruntime 1.14 and newer; skl2onnx's own default may not
+PRECISIONS = ("float32", "float64")
+DEFAULT_PRECISION = "float32"  # the widest runtime support
+DEFAULT_MAX_ROWS = 1024  # golden rows kept from the sample
+DEFAULT_INDEX = "https://pypi.org/simple"
+DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY = 64 * 2**20  # serve: larger request bodies get 413
+
+
+def cache_dir(kind: str) -> Path:
+    """One cache root for every cache: MLPACK_CACHE_DIR, else $XDG_CACHE_HOME/mlpack, else ~/.cache/mlpack.
+
+    Caches hold only results keyed by the exact inputs that produced them (lock answers for exact pins,
+    wheels by lock hash), so a cache can make mlpack faster but never change a verdict.
+    """
+    root = os.environ.get("MLPACK_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlpack"
+    )
+    return Path(root) / kind
+
+
+def index_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLPACK_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """A build's settings after merging; ``validate`` refuses impossible values in one sentence."""
+
+    model: Any = None
+    sample: Any = None
+    name: str | None = None
+    version: str = DEFAULT_VERSION
+    out: str | Path = DEFAULT_OUT
+    threads: int = DEFAULT_THREADS
+    opset: int = DEFAULT_OPSET
+    precision: str = DEFAULT_PRECISION
+    max_rows: int = DEFAULT_MAX_ROWS
+    tolerances: Mapping[str, Any] | float | None = None
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+    index_url: str | None = None
+    trust_pickle: bool = False
+
+    def validate(self) -> BuildOptions:
+        if self.model is None or self.sample is None:
+            raise UsageError(
+                "Give a MODEL and --sample, or set model and sample under [tool.mlpack] in pyproject.toml."
+            )
+        for label, value in (("threads", self.threads), ("opset", self.opset), ("max-rows", self.max_rows)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"--{label} must be a whole number of at least 1, not {value!r}.")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
+        return self
+
+
+# [tool.mlpack] keys and their TOML types; paths are relative to the pyproject.toml's folder.
+FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": str, "sample": str, "name": str, "version": str, "out": str, "trust-pickle": bool,
+    "threads": int, "opset": int, "index-url": str, "tolerances": (dict, float, int), "lineage": dict,
+    "max-rows": int, "precision": str,
+}  # fmt: skip
+PATH_KEYS = ("model", "sample", "out")
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in [start, *start.parents]:
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def from_file(start: Path | None = None) -> dict[str, Any]:
+    """Settings under [tool.mlpack] as BuildOptions fields, with paths made absolute against the file's folder."""
+    here = (start or Path.cwd()).resolve()
+    pyproject = find_pyproject(here)
+    if pyproject is None:
+        return {}
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{pyproject} is not valid TOML: {exc}.") from None
+    section = data.get("tool", {}).get("mlpack", {})
+    settings: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in FILE_KEYS:
+            raise UsageError(
+                f"[tool.mlpack] in {pyproject} has an unknown key {key!r}; known: {', '.join(FILE_KEYS)}."
+            )
+        expected = FILE_KEYS[key]
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+            kind = expected.__name__ if isinstance(expected, type) else "table or number"
+            raise UsageError(f"[tool.mlpack] {key} in {pyproject} must be a {kind}.")
+        if key == "trust-pickle" and value and pyproject.parent != here:
+            raise UsageError(
+                f"[tool.mlpack] trust-pickle in {pyproject} counts only when mlpack runs in {pyproject.parent}; "
+                "consent to unpickle is never inherited from a parent folder: run there, or pass --trust-pickle."
+            )
+        settings[key.replace("-", "_")] = str(pyproject.parent / str(value)) if key in PATH_KEYS else value
+    return settings
+
+
+def merge(explicit: Mapping[str, Any], *, project: bool = True, start: Path | None = None) -> BuildOptions:
+    """Defaults, then [tool.mlpack] (unless ``project`` is False), then the explicit values that are not None."""
+    names = {f.name for f in fields(BuildOptions)}
+    unknown = sorted(set(explicit) - names)
+    if unknown:
+        raise TypeError(f"unknown build option {unknown[0]!r}")
+    settings = from_file(start) if project else {}
+    merged = BuildOptions(**settings)
+    given = {k: v for k, v in explicit.items() if v is not None}
+    if "lineage" in given:  # lineage adds to the file's, key by key
+        given["lineage"] = {**dict(settings.get("lineage", {})), **dict(given["lineage"])}
+    return replace(merged, **given).validate()

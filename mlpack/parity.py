@@ -1,0 +1,62 @@
+"""Conversion parity: does the ONNX model reproduce the native model on the golden inputs? Pure apart from
+running the native model through its family's ``predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mlpack import compare
+from mlpack.convert import Converter
+from mlpack.errors import ParityError
+from mlpack.manifest import Tolerance
+
+
+def native_like(native: Mapping[str, Any], like: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Bring native outputs to the ONNX outputs' shapes and dtypes so that values are what is compared."""
+    shaped = {}
+    for name, value in native.items():
+        target = like[name]
+        array = np.asarray(value)
+        if array.size == target.size and array.shape != target.shape:
+            array = array.reshape(target.shape)
+        if target.dtype.kind in "US":
+            array = array.astype(str)
+        elif array.dtype != target.dtype and array.dtype.kind in "biuf":
+            array = array.astype(target.dtype)
+        shaped[name] = array
+    return shaped
+
+
+def message(comparisons: list[compare.OutputComparison]) -> str:
+    parts = []
+    for c in comparisons:
+        if c.passed:
+            continue
+        detail = c.problem or f"{c.outside} of {c.total} elements outside tolerance, max abs {c.max_abs:.3g}"
+        parts.append(f"{c.name}: {detail}")
+    return (
+        "The ONNX conversion does not reproduce the native model (" + "; ".join(parts) + "); "
+        "pass --accept-parity to package it anyway, and the manifest will say so."
+    )
+
+
+def check(
+    converter: Converter,
+    model: Any,
+    feeds: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    tolerances: dict[str, Tolerance],
+    accept: bool,
+) -> tuple[list[compare.OutputComparison], bool]:
+    """Compare the native model's outputs with onnxruntime's; raise ParityError unless they agree or
+    the user accepts the difference. Returns the comparisons and whether they all passed."""
+    native = native_like(converter.predict(model, feeds, list(outputs)), outputs)
+    comparisons = compare.compare(native, outputs, kinds, tolerances)
+    passed = all(c.passed for c in comparisons)
+    if not passed and not accept:
+        raise ParityError(message(comparisons), comparisons)
+    return comparisons, passed

@@ -1,0 +1,1 @@
+"""mlpack serve: the Open Inference Protocol (KServe V2) over REST."""
