@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from mlpack.builder import build
     from mlpack.errors import MlpackError
     from mlpack.inspector import inspect
+    from mlpack.oci.artifact import pull, push
     from mlpack.package import open_package
-    from mlpack.registry import pull, push
     from mlpack.runtime import load
     from mlpack.verifier import verify
 
@@ -22,8 +22,8 @@ _LAZY = {
     "inspect": "mlpack.inspector",
     "open_package": "mlpack.package",
     "load": "mlpack.runtime",
-    "push": "mlpack.registry",
-    "pull": "mlpack.registry",
+    "push": "mlpack.oci.artifact",
+    "pull": "mlpack.oci.artifact",
     "MlpackError": "mlpack.errors",
 }
 

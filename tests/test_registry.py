@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from registry_fixture import Registry, free_port, start_registry
 
 import mlpack
-from mlpack import registry
-from mlpack.errors import EngineError, IntegrityError, UsageError
+from mlpack.errors import IntegrityError, RegistryError, UsageError
+from mlpack.oci import artifact, images, spec
+from mlpack.oci.reference import Reference, parse_reference
 from mlpack.package import MANIFEST, open_package
 from tests.conftest import CliRunner
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def fresh_reg(tmp_path: Path) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="module")
-def pushed(reg: Registry, built: Path) -> registry.PushResult:
-    return registry.push(built, f"{reg.host}/forest")
+def pushed(reg: Registry, built: Path) -> artifact.PushResult:
+    return artifact.push(built, f"{reg.host}/forest")
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -67,7 +67,7 @@ def put_manifest(reg: Registry, repository: str, tag: str, manifest: dict[str, o
     response = requests.put(
         f"{reg.url}/v2/{repository}/manifests/{tag}",
         data=body,
-        headers={"Content-Type": OCI_MANIFEST},
+        headers={"Content-Type": spec.IMAGE_MANIFEST},
         timeout=10,
     )
     assert response.status_code == 201, response.text
@@ -75,22 +75,28 @@ def put_manifest(reg: Registry, repository: str, tag: str, manifest: dict[str, o
 
 
 def crafted(
-    reg: Registry, built: Path, repository: str, layers: list[tuple[str, bytes]], **overrides: object
+    reg: Registry,
+    built: Path,
+    repository: str,
+    layers: list[tuple[str, bytes]],
+    config_bytes: bytes | None = None,
+    **overrides: object,
 ) -> None:
-    """Push a hand-made manifest whose config is the real mlpack.json, with the layers given."""
-    config = {"mediaType": registry.CONFIG_TYPE, **put_blob(reg, repository, (built / MANIFEST).read_bytes())}
+    """Push a hand-made manifest whose config is the real mlpack.json (or config_bytes), with the layers given."""
+    config_blob = (built / MANIFEST).read_bytes() if config_bytes is None else config_bytes
+    config = {"mediaType": spec.PACKAGE_CONFIG, **put_blob(reg, repository, config_blob)}
     descriptors = [
         {
-            "mediaType": registry.FILE_TYPE,
+            "mediaType": spec.FILE_LAYER,
             **put_blob(reg, repository, data),
-            "annotations": {registry.TITLE: title},
+            "annotations": {spec.TITLE: title},
         }
         for title, data in layers
     ]
     manifest = {
         "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": registry.ARTIFACT_TYPE,
+        "mediaType": spec.IMAGE_MANIFEST,
+        "artifactType": spec.ARTIFACT_TYPE,
         "config": config,
         "layers": descriptors,
         **overrides,
@@ -102,14 +108,14 @@ def crafted(
 
 
 def test_round_trip_keeps_every_byte_and_verifies(
-    reg: Registry, built: Path, pushed: registry.PushResult, tmp_path: Path
+    reg: Registry, built: Path, pushed: artifact.PushResult, tmp_path: Path
 ) -> None:
     local = open_package(built)
     assert pushed.reference == f"{reg.host}/forest:1"  # the tag defaults to the package version
     assert pushed.package_digest == local.digest
     assert set(pushed.uploaded) == {MANIFEST, *local.manifest.to_dict()["files"]}
 
-    pulled = registry.pull(f"{reg.host}/forest:1", tmp_path)
+    pulled = artifact.pull(f"{reg.host}/forest:1", tmp_path)
 
     assert pulled.path == tmp_path / "forest-1"
     assert pulled.digest == local.digest
@@ -118,29 +124,31 @@ def test_round_trip_keeps_every_byte_and_verifies(
     assert mlpack.verify(pulled.path).verdict == "identical"
 
 
-def test_pull_by_digest(reg: Registry, built: Path, pushed: registry.PushResult, tmp_path: Path) -> None:
+def test_pull_by_digest(reg: Registry, built: Path, pushed: artifact.PushResult, tmp_path: Path) -> None:
     assert pushed.pinned == f"{reg.host}/forest@{pushed.digest}"
-    by_digest = registry.pull(pushed.pinned, tmp_path / "a")
-    both = registry.pull(f"{reg.host}/forest:ignored@{pushed.digest}", tmp_path / "b")  # the digest wins
+    by_digest = artifact.pull(pushed.pinned, tmp_path / "a")
+    both = artifact.pull(f"{reg.host}/forest:ignored@{pushed.digest}", tmp_path / "b")  # the digest wins
     assert by_digest.digest == both.digest == open_package(built).digest
     assert files_of(by_digest.path) == files_of(built)
 
 
 def test_push_twice_gives_the_same_digest_and_skips_blobs(
-    reg: Registry, package: Path, pushed: registry.PushResult
+    reg: Registry, package: Path, pushed: artifact.PushResult
 ) -> None:
     """A copy elsewhere on disk pushes to the same manifest digest, and sends no blob the registry holds."""
-    again = registry.push(package, f"{reg.host}/forest:again")
+    again = artifact.push(package, f"{reg.host}/forest:again")
     assert again.digest == pushed.digest
     assert again.package_digest == pushed.package_digest
     assert again.uploaded == ()
     assert set(again.skipped) == set(pushed.uploaded)
-    digest_ref = registry.push(package, f"{reg.host}/forest@{pushed.digest}")
+    digest_ref = artifact.push(package, f"{reg.host}/forest@{pushed.digest}")
     assert digest_ref.reference == f"{reg.host}/forest@{pushed.digest}"
 
 
-def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.PushResult) -> None:
-    response = requests.get(f"{reg.url}/v2/forest/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10)
+def test_stored_manifest_layout(reg: Registry, built: Path, pushed: artifact.PushResult) -> None:
+    response = requests.get(
+        f"{reg.url}/v2/forest/manifests/1", headers={"Accept": spec.IMAGE_MANIFEST}, timeout=10
+    )
     assert response.status_code == 200
     body = response.content
     assert (
@@ -152,7 +160,7 @@ def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.Pus
     local = open_package(built)
     config_bytes = (built / MANIFEST).read_bytes()
     assert manifest["schemaVersion"] == 2
-    assert manifest["mediaType"] == OCI_MANIFEST
+    assert manifest["mediaType"] == spec.IMAGE_MANIFEST
     assert manifest["artifactType"] == "application/vnd.mlpack.package.v1"
     assert manifest["config"] == {
         "mediaType": "application/vnd.mlpack.manifest.v1+json",
@@ -187,7 +195,7 @@ def test_stored_manifest_layout(reg: Registry, built: Path, pushed: registry.Pus
 
 
 def test_tampered_blob_in_the_registry_is_refused(fresh_reg: Registry, built: Path, tmp_path: Path) -> None:
-    pushed = registry.push(built, f"{fresh_reg.host}/forest")
+    pushed = artifact.push(built, f"{fresh_reg.host}/forest")
     model_digest = f"sha256:{open_package(built).manifest.to_dict()['files']['model.onnx']}"
     blob = fresh_reg.blob_file(model_digest)
     data = bytearray(blob.read_bytes())
@@ -197,12 +205,12 @@ def test_tampered_blob_in_the_registry_is_refused(fresh_reg: Registry, built: Pa
 
     for ref in (f"{fresh_reg.host}/forest:1", pushed.pinned):
         with pytest.raises(IntegrityError, match=r"model\.onnx does not match its digest"):
-            registry.pull(ref, dest)
+            artifact.pull(ref, dest)
         assert everything_under(dest) == []
 
 
 def test_tampered_manifest_in_the_registry_is_refused(fresh_reg: Registry, built: Path, tmp_path: Path) -> None:
-    pushed = registry.push(built, f"{fresh_reg.host}/forest")
+    pushed = artifact.push(built, f"{fresh_reg.host}/forest")
     blob = fresh_reg.blob_file(pushed.digest)
     blob.write_bytes(
         blob.read_bytes().replace(b'"org.mlpack.package.name":"forest"', b'"org.mlpack.package.name":"forect"')
@@ -210,7 +218,7 @@ def test_tampered_manifest_in_the_registry_is_refused(fresh_reg: Registry, built
     dest = tmp_path / "dest"
     for ref in (pushed.pinned, f"{fresh_reg.host}/forest:1"):
         with pytest.raises(IntegrityError, match="corrupt or was tampered with"):
-            registry.pull(ref, dest)
+            artifact.pull(ref, dest)
     assert everything_under(dest) == []
 
 
@@ -234,7 +242,7 @@ def test_path_traversal_titles_are_refused(reg: Registry, built: Path, tmp_path:
     crafted(reg, built, repository, [(title, b"evil bytes\n") for title in titles])
 
     with pytest.raises(IntegrityError, match="path traversal"):
-        registry.pull(f"{reg.host}/{repository}:1", dest)
+        artifact.pull(f"{reg.host}/{repository}:1", dest)
     assert everything_under(tmp_path) == []  # nothing at dest, beside it, or outside
 
 
@@ -246,28 +254,67 @@ def test_layers_must_match_the_package_manifest(reg: Registry, built: Path, tmp_
     ]
     crafted(reg, built, "extra", layers)
     with pytest.raises(IntegrityError, match=r"unlisted layers extra/payload\.sh"):
-        registry.pull(f"{reg.host}/extra:1", tmp_path)
+        artifact.pull(f"{reg.host}/extra:1", tmp_path)
+    assert everything_under(tmp_path) == []
+
+
+def _files_as_list(data: dict[str, Any]) -> None:
+    data["files"] = sorted(data["files"])
+
+
+def _name_as_number(data: dict[str, Any]) -> None:
+    data["name"] = 3
+
+
+def _hash_as_path(data: dict[str, Any]) -> None:
+    data["files"]["model.onnx"] = "../../evil"
+
+
+def _no_version(data: dict[str, Any]) -> None:
+    del data["version"]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [_files_as_list, _name_as_number, _hash_as_path, _no_version],
+    ids=["files-list", "name-number", "hash-not-hex", "no-version"],
+)
+def test_hostile_package_manifest_is_refused(
+    reg: Registry, built: Path, tmp_path: Path, spoil: Callable[[dict[str, Any]], None]
+) -> None:
+    """A config that is valid JSON but no valid mlpack.json is refused by the typed parser, before writing."""
+    data = json.loads((built / MANIFEST).read_bytes())
+    spoil(data)
+    files = open_package(built).manifest.files
+    repository = f"hostile-{spoil.__name__.strip('_').replace('_', '-')}"
+    layers = [(title, (built / title).read_bytes()) for title in sorted(files)]
+    crafted(reg, built, repository, layers, config_bytes=json.dumps(data).encode())
+
+    with pytest.raises(IntegrityError, match="is corrupt") as refused:
+        artifact.pull(f"{reg.host}/{repository}:1", tmp_path / "dest")
+    assert f"{reg.host}/{repository}:1" in refused.value.message
+    assert refused.value.exit_code == 3
     assert everything_under(tmp_path) == []
 
 
 def test_other_artifacts_are_not_mlpack_packages(reg: Registry, built: Path, tmp_path: Path) -> None:
     config = {"mediaType": "application/vnd.oci.image.config.v1+json", **put_blob(reg, "image", b"{}")}
     put_manifest(
-        reg, "image", "1", {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}
+        reg, "image", "1", {"schemaVersion": 2, "mediaType": spec.IMAGE_MANIFEST, "config": config, "layers": []}
     )
     with pytest.raises(UsageError, match="not an mlpack package"):
-        registry.pull(f"{reg.host}/image:1", tmp_path)
+        artifact.pull(f"{reg.host}/image:1", tmp_path)
     assert everything_under(tmp_path) == []
 
 
-def test_wrong_digest_reference(reg: Registry, package: Path, pushed: registry.PushResult, tmp_path: Path) -> None:
+def test_wrong_digest_reference(reg: Registry, package: Path, pushed: artifact.PushResult, tmp_path: Path) -> None:
     wrong = "sha256:" + "0" * 64
-    with pytest.raises(EngineError, match=r"HTTP 404 .*MANIFEST_UNKNOWN"):
-        registry.pull(f"{reg.host}/forest@{wrong}", tmp_path / "a")
+    with pytest.raises(RegistryError, match=r"HTTP 404 .*MANIFEST_UNKNOWN"):
+        artifact.pull(f"{reg.host}/forest@{wrong}", tmp_path / "a")
     with pytest.raises(UsageError, match="not a sha256 digest"):
-        registry.pull(f"{reg.host}/forest@sha256:abc", tmp_path / "b")
+        artifact.pull(f"{reg.host}/forest@sha256:abc", tmp_path / "b")
     with pytest.raises(IntegrityError, match="artifact digest"):
-        registry.push(package, f"{reg.host}/forest-wrong@{wrong}")
+        artifact.push(package, f"{reg.host}/forest-wrong@{wrong}")
     assert requests.head(f"{reg.url}/v2/forest-wrong/manifests/{wrong}", timeout=10).status_code == 404
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -275,30 +322,30 @@ def test_wrong_digest_reference(reg: Registry, package: Path, pushed: registry.P
 def test_unreachable_registry(package: Path, tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"  # closed: nothing listens there
     sentence = f"registry not reachable at http://{host}: start it or check the address."
-    with pytest.raises(EngineError) as pushing:
-        registry.push(package, f"{host}/forest")
-    with pytest.raises(EngineError) as pulling:
-        registry.pull(f"{host}/forest:1", tmp_path / "dest")
+    with pytest.raises(RegistryError) as pushing:
+        artifact.push(package, f"{host}/forest")
+    with pytest.raises(RegistryError) as pulling:
+        artifact.pull(f"{host}/forest:1", tmp_path / "dest")
     assert pushing.value.message == pulling.value.message == sentence
     assert pushing.value.exit_code == 5
 
 
 def test_tls_against_a_plain_http_registry(reg: Registry, package: Path) -> None:
-    with pytest.raises(EngineError, match=r"TLS with the registry at https://.*pass --insecure"):
-        registry.push(package, f"{reg.host}/forest", insecure=False)
+    with pytest.raises(RegistryError, match=r"TLS with the registry at https://.*pass --insecure"):
+        artifact.push(package, f"{reg.host}/forest", insecure=False)
 
 
 def test_existing_destination_is_refused_unless_force(
-    reg: Registry, pushed: registry.PushResult, tmp_path: Path
+    reg: Registry, pushed: artifact.PushResult, tmp_path: Path
 ) -> None:
-    first = registry.pull(pushed.pinned, tmp_path)
+    first = artifact.pull(pushed.pinned, tmp_path)
     marker = first.path / "reference" / "stale.txt"
     marker.write_text("left from before\n")
     with pytest.raises(UsageError, match="already exists"):
-        registry.pull(pushed.pinned, tmp_path)
+        artifact.pull(pushed.pinned, tmp_path)
     assert marker.exists()
 
-    again = registry.pull(pushed.pinned, tmp_path, force=True)
+    again = artifact.pull(pushed.pinned, tmp_path, force=True)
     assert again.path == first.path and again.digest == pushed.package_digest
     assert not marker.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["forest-1"]
@@ -307,8 +354,58 @@ def test_existing_destination_is_refused_unless_force(
 def test_push_refuses_a_tampered_package(reg: Registry, package: Path) -> None:
     (package / "hardware.json").write_text("{}\n")
     with pytest.raises(IntegrityError, match=r"hardware\.json \(changed\)"):
-        registry.push(package, f"{reg.host}/tampered")
+        artifact.push(package, f"{reg.host}/tampered")
     assert requests.head(f"{reg.url}/v2/tampered/manifests/1", timeout=10).status_code == 404
+
+
+# --- image layouts ------------------------------------------------------------------------------------------
+
+
+def oci_layout(folder: Path) -> dict[str, Any]:
+    """A small OCI layout with one image; its manifest is indented JSON, so a re-serialisation would show."""
+
+    def add(data: bytes) -> str:
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        path = spec.blob_path(folder, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return digest
+
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    layer = b"not really a tar, but the registry only checks digests\n"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": spec.IMAGE_MANIFEST,
+        "config": spec.descriptor(spec.IMAGE_CONFIG, add(config), len(config)),
+        "layers": [spec.descriptor(spec.LAYER_TAR, add(layer), len(layer))],
+    }
+    body = json.dumps(manifest, indent=2).encode()
+    entry = spec.descriptor(spec.IMAGE_MANIFEST, add(body), len(body))
+    spec.write_index(folder, entry, "forest:1")
+    return {"body": body, "entry": entry, "blobs": {manifest["config"]["digest"], manifest["layers"][0]["digest"]}}
+
+
+def test_push_layout_keeps_the_image_bytes(reg: Registry, tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    made = oci_layout(layout)
+
+    result = images.push_layout(layout, f"{reg.host}/layout:1")
+    assert result.reference == f"{reg.host}/layout:1"
+    assert result.digest == made["entry"]["digest"]
+    assert set(result.uploaded) == made["blobs"] and result.skipped == ()
+    stored = requests.get(f"{reg.url}/v2/layout/manifests/1", headers={"Accept": spec.IMAGE_MANIFEST}, timeout=10)
+    assert stored.content == made["body"]  # byte for byte, so the gated digest is the pushed one
+
+    again = images.push_layout(layout, f"{reg.host}/layout:2")
+    assert again.digest == result.digest and again.uploaded == () and set(again.skipped) == made["blobs"]
+    with pytest.raises(UsageError, match="names no tag"):
+        images.push_layout(layout, f"{reg.host}/layout")
+    with pytest.raises(UsageError, match="not an OCI layout"):
+        images.push_layout(tmp_path / "nowhere", f"{reg.host}/layout:3")
+    spec.blob_path(layout, made["entry"]["digest"]).write_bytes(made["body"] + b" ")
+    with pytest.raises(IntegrityError, match="does not hash to"):
+        images.push_layout(layout, f"{reg.host}/layout:3")
+    assert requests.head(f"{reg.url}/v2/layout/manifests/3", timeout=10).status_code == 404
 
 
 # --- references (pure) --------------------------------------------------------------------------------------
@@ -325,8 +422,8 @@ def test_push_refuses_a_tampered_package(reg: Registry, package: Path) -> None:
     ],
 )
 def test_parse_reference(ref: str, registry_: str, repository: str, tag: str | None, digest: str | None) -> None:
-    parsed = registry.parse_reference(ref)
-    assert parsed == registry.Reference(registry_, repository, tag, digest)
+    parsed = parse_reference(ref)
+    assert parsed == Reference(registry_, repository, tag, digest)
     assert str(parsed) == ref
 
 
@@ -343,12 +440,12 @@ def test_parse_reference(ref: str, registry_: str, repository: str, tag: str | N
 )
 def test_bad_references(ref: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        registry.parse_reference(ref)
+        parse_reference(ref)
 
 
 def test_pull_needs_a_tag_or_digest(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no tag or digest"):
-        registry.pull("127.0.0.1:5000/forest", tmp_path)
+        artifact.pull("127.0.0.1:5000/forest", tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -364,7 +461,7 @@ def test_pull_needs_a_tag_or_digest(tmp_path: Path) -> None:
     ],
 )
 def test_plain_http_only_for_loopback_or_when_asked(host: str, insecure: bool | None, scheme: str) -> None:
-    assert registry.parse_reference(f"{host}/forest:1").base_url(insecure) == f"{scheme}://{host}"
+    assert parse_reference(f"{host}/forest:1").base_url(insecure) == f"{scheme}://{host}"
 
 
 def test_push_and_pull_through_the_cli(reg: Registry, built: Path, tmp_path: Path, cli: CliRunner) -> None:

@@ -34,7 +34,7 @@ def push(
     """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if the registry fails."""
 
     def action() -> None:
-        from mlpack.registry import push as push_package
+        from mlpack.oci.artifact import push as push_package
 
         result = push_package(package, ref, insecure=insecure)
         emit(result.to_dict(), as_json, lambda: (
@@ -55,7 +55,7 @@ def pull(
     """Pull a package from an OCI registry; nothing is written unless every byte verifies. Exit 2, 3 or 5 on failure."""
 
     def action() -> None:
-        from mlpack.registry import pull as pull_package
+        from mlpack.oci.artifact import pull as pull_package
 
         pkg = pull_package(ref, dest, force=force, insecure=insecure)
         data = {"path": str(pkg.path), "name": pkg.name, "version": pkg.version, "digest": pkg.digest}

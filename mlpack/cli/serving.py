@@ -38,7 +38,7 @@ def serve(
     """
 
     def action() -> None:
-        from mlpack.serve import serve as run_server
+        from mlpack.serving import serve as run_server
 
         def announce(bound_host: str, bound_port: int) -> None:
             sys.stderr.write(f"mlpack serve: listening on http://{bound_host}:{bound_port}\n")

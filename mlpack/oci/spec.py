@@ -16,6 +16,9 @@ LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+# What a manifest GET accepts: the OCI manifest, and also indexes and Docker manifests so that a non-mlpack
+# image is answered (and then refused as "not an mlpack package") rather than reported as a 404.
+MANIFEST_ACCEPT = ", ".join((IMAGE_MANIFEST, IMAGE_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
 
 # mlpack's own artifact (a package pushed to a registry)
 ARTIFACT_TYPE = "application/vnd.mlpack.package.v1"

@@ -1,0 +1,276 @@
+"""Push a package to an OCI registry and pull it back, as an OCI artifact (DESIGN.md "Containers").
+
+The artifact is one OCI image manifest (``artifactType`` = ``application/vnd.mlpack.package.v1``):
+
+- config: the exact bytes of ``mlpack.json`` (``application/vnd.mlpack.manifest.v1+json``), so the
+  config digest *is* the package digest;
+- one layer per file in the manifest's ``files`` map, sorted by path, each titled with its relative path
+  (``org.opencontainers.image.title``): ``model.onnx`` as ``application/vnd.mlpack.model.onnx``, every
+  other file as ``application/vnd.mlpack.file.v1``; layers are the raw bytes, never compressed, so a
+  layer digest equals the sha256 the package manifest records for that file;
+- annotations: package digest, name and version (``org.mlpack.package.*``), plus the standard
+  ``org.opencontainers.image.created`` and ``org.opencontainers.image.version``.
+
+The manifest is serialised canonically (sorted keys, no whitespace), so the same package always gives
+the same manifest digest on any machine. Only the OCI distribution HTTP API is used (``client.py``), so
+any OCI 1.1 registry works.
+
+Pull trusts nothing it receives: manifest bytes against a digest reference, every blob against its
+descriptor while it streams to disk, every title against path traversal, ``mlpack.json`` against the typed
+manifest parser, the layer set against the package manifest, and finally the package's own integrity
+check, all inside a hidden staging folder that only becomes ``DIR/<name>-<version>`` once everything
+verified.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mlpack.errors import IntegrityError, UsageError
+from mlpack.fileio import sha256_bytes
+from mlpack.manifest import Manifest
+from mlpack.oci import spec
+from mlpack.oci.client import Client
+from mlpack.oci.reference import DIGEST, parse_reference
+from mlpack.package import (
+    MANIFEST,
+    MODEL,
+    Package,
+    check_integrity,
+    describe_problems,
+    open_intact,
+    open_package,
+    package_dir_name,
+    staging,
+)
+
+Layers = list[tuple[str, dict[str, Any]]]  # (title, descriptor), in the manifest's order
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: str  # host/repository:tag (or @digest) that was written
+    digest: str  # sha256 of the OCI manifest: pull REPOSITORY@DIGEST gets exactly this artifact
+    package_digest: str  # sha256 of mlpack.json, the package's identity ("" for an image)
+    uploaded: tuple[str, ...] = ()  # files whose blobs were sent
+    skipped: tuple[str, ...] = ()  # files whose blobs the registry already held
+
+    @property
+    def pinned(self) -> str:
+        """The reference by digest, immune to the tag being moved later."""
+        ref = parse_reference(self.reference)
+        return str(replace(ref, tag=None, digest=self.digest))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "pinned": self.pinned,
+            "digest": self.digest,
+            "package_digest": self.package_digest,
+            "uploaded": list(self.uploaded),
+            "skipped": list(self.skipped),
+        }
+
+
+def artifact_manifest(package: Package) -> bytes:
+    """The OCI manifest of a package, canonical: the same package gives the same bytes everywhere.
+
+    Pure apart from reading file sizes: layer digests come from the package manifest, so call it only on
+    a package that passed check_integrity.
+    """
+    config = (package.path / MANIFEST).read_bytes()
+    layers = [
+        spec.descriptor(
+            spec.MODEL_LAYER if relative == MODEL else spec.FILE_LAYER,
+            f"sha256:{sha256}",
+            (package.path / relative).stat().st_size,
+            {spec.TITLE: relative},
+        )
+        for relative, sha256 in sorted(package.manifest.files.items())
+    ]
+    annotations = {
+        spec.PACKAGE_DIGEST: f"sha256:{sha256_bytes(config)}",
+        spec.PACKAGE_NAME: package.name,
+        spec.PACKAGE_VERSION: package.version,
+        spec.VERSION: package.version,
+    }
+    if package.manifest.created:
+        annotations[spec.CREATED] = package.manifest.created
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": spec.IMAGE_MANIFEST,
+        "artifactType": spec.ARTIFACT_TYPE,
+        "config": spec.descriptor(spec.PACKAGE_CONFIG, f"sha256:{sha256_bytes(config)}", len(config)),
+        "layers": layers,
+        "annotations": annotations,
+    }
+    return spec.canonical(manifest)
+
+
+def push(package: str | Path, ref: str, *, insecure: bool | None = None) -> PushResult:
+    """Upload a verified package as an OCI artifact; blobs the registry already holds are not sent again."""
+    local = open_intact(package, "rebuild it: a tampered package is never pushed.")
+    target = parse_reference(ref)
+    if target.tag is None and target.digest is None:
+        target = replace(target, tag=local.version)
+    body = artifact_manifest(local)
+    digest = f"sha256:{sha256_bytes(body)}"
+    if target.digest is not None and target.digest != digest:
+        raise IntegrityError(
+            f"{local.path} gives the artifact digest {digest}, not {target.digest} as REF demands: "
+            "push by tag, or give the right digest."
+        )
+    manifest = json.loads(body)
+    config_bytes = (local.path / MANIFEST).read_bytes()
+    uploaded: list[str] = []
+    skipped: list[str] = []
+    with Client(target, insecure) as client:
+        client.ping()
+        blobs = [(MANIFEST, manifest["config"]), *((d["annotations"][spec.TITLE], d) for d in manifest["layers"])]
+        for title, descriptor in blobs:
+            if client.blob_exists(descriptor["digest"]):
+                skipped.append(title)
+                continue
+            if title == MANIFEST:
+                client.upload(descriptor, config_bytes, title)
+            else:
+                with open(local.path / title, "rb") as stream:
+                    client.upload(descriptor, stream, title)
+            uploaded.append(title)
+        client.put_manifest(target.tag or digest, body, digest)
+    written = replace(target, digest=None) if target.tag else target
+    return PushResult(str(written), digest, local.digest, tuple(uploaded), tuple(skipped))
+
+
+def pull(ref: str, dest: str | Path, *, force: bool = False, insecure: bool | None = None) -> Package:
+    """Fetch an artifact into DEST/<name>-<version>; nothing appears there unless every byte verified."""
+    source = parse_reference(ref)
+    if source.tag is None and source.digest is None:
+        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    with Client(source, insecure) as client:
+        client.ping()
+        body, stored = client.get_manifest(source.digest or str(source.tag))
+        actual = f"sha256:{sha256_bytes(body)}"
+        expected = source.digest or stored
+        if expected is not None and actual != expected:
+            raise IntegrityError(
+                f"The registry answered {source} with a manifest whose digest is {actual}, not {expected}: "
+                "its copy is corrupt or was tampered with; nothing was written."
+            )
+        config_descriptor, layers = _read_manifest(body, str(source))
+        config_bytes = client.get_blob(config_descriptor, MANIFEST)
+        config = _read_config(config_bytes, layers, str(source))
+        try:
+            folder_name = package_dir_name(config.name, config.version)
+        except UsageError as exc:
+            raise IntegrityError(f"{source} is unsafe to unpack (path traversal): {exc.message}") from None
+        target = Path(dest) / folder_name
+        with staging(target, force) as folder:
+            (folder / MANIFEST).write_bytes(config_bytes)
+            for title, descriptor in layers:
+                client.download(descriptor, folder / title, title)
+            problems = check_integrity(open_package(folder))
+            if problems:
+                raise IntegrityError(
+                    f"{source} does not verify after download ({describe_problems(problems)}); nothing was written."
+                )
+    return open_package(target)
+
+
+def _safe_title(title: str) -> bool:
+    parts = title.split("/")
+    return (
+        bool(title)
+        and "\\" not in title
+        and "\x00" not in title
+        and all(part not in ("", ".", "..") for part in parts)
+        and title != MANIFEST
+    )
+
+
+def _read_manifest(body: bytes, source: str) -> tuple[dict[str, Any], Layers]:
+    """Check that the manifest is an mlpack artifact with safe, distinct titles; return config and layers."""
+    try:
+        manifest = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise UsageError(f"{source} is not an mlpack package: its manifest is not JSON.") from None
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("mediaType", spec.IMAGE_MANIFEST) != spec.IMAGE_MANIFEST
+        or manifest.get("artifactType", spec.ARTIFACT_TYPE) != spec.ARTIFACT_TYPE
+        or not isinstance(config, dict)
+        or config.get("mediaType") != spec.PACKAGE_CONFIG
+        or not isinstance(manifest.get("layers"), list)
+    ):
+        kind = None
+        if isinstance(manifest, dict):
+            kind = manifest.get("artifactType") or (config or {}).get("mediaType") or manifest.get("mediaType")
+        raise UsageError(
+            f"{source} is not an mlpack package ({kind or 'unknown artifact type'}): "
+            "pull it with docker, podman or oras instead."
+        )
+    _check_descriptor(config, MANIFEST, source)
+    layers: Layers = []
+    seen: set[str] = set()
+    for descriptor in manifest["layers"]:
+        annotations = descriptor.get("annotations") if isinstance(descriptor, dict) else None
+        title = annotations.get(spec.TITLE) if isinstance(annotations, dict) else None
+        if not isinstance(title, str):
+            raise IntegrityError(f"{source} has a layer without a title: the artifact is malformed.")
+        # casefold: two titles differing only in case would overwrite each other on macOS and Windows.
+        if not _safe_title(title) or title.casefold() in seen:
+            raise IntegrityError(
+                f"{source} names the file {title!r}, which is unsafe or collides with another (path traversal): "
+                "refusing to pull it."
+            )
+        seen.add(title.casefold())
+        _check_descriptor(descriptor, title, source)
+        layers.append((title, descriptor))
+    # A file and a folder of the same name cannot both be written.
+    for title in seen:
+        parent = title.rpartition("/")[0]
+        while parent:
+            if parent in seen:
+                raise IntegrityError(
+                    f"{source} names {parent!r} both as a file and as a folder (path traversal): refusing to pull it."
+                )
+            parent = parent.rpartition("/")[0]
+    return config, layers
+
+
+def _check_descriptor(descriptor: dict[str, Any], title: str, source: str) -> None:
+    digest, size = descriptor.get("digest"), descriptor.get("size")
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise IntegrityError(f"{source} gives {title} the digest {digest!r}; mlpack accepts only sha256 digests.")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise IntegrityError(f"{source} gives {title} the size {size!r}: the artifact is malformed.")
+
+
+def _read_config(data: bytes, layers: Layers, source: str) -> Manifest:
+    """Parse mlpack.json with the typed parser (a hostile one is refused in one sentence), then require the
+    layer set to be exactly the package's files with their hashes, all before anything is written."""
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise IntegrityError(f"The mlpack.json in {source} is corrupt: it is not JSON.") from None
+    manifest = Manifest.from_dict(raw, f"{MANIFEST} of {source}")
+    files = manifest.files
+    titles = {title: descriptor["digest"] for title, descriptor in layers}
+    missing = sorted(set(files) - set(titles))
+    extra = sorted(set(titles) - set(files))
+    if missing or extra:
+        parts = [f"no layer for {', '.join(missing[:5])}"] if missing else []
+        parts += [f"unlisted layers {', '.join(extra[:5])}"] if extra else []
+        detail = "; ".join(parts)
+        raise IntegrityError(f"{source} does not match its own mlpack.json ({detail}): refusing to pull it.")
+    for title, digest in sorted(titles.items()):
+        if digest != f"sha256:{files[title]}":
+            raise IntegrityError(
+                f"{source} gives {title} the digest {digest}, but its mlpack.json says sha256:{files[title]}: "
+                "refusing to pull it."
+            )
+    return manifest

@@ -1,0 +1,82 @@
+"""Push an OCI image layout's one image to a registry with the bytes unchanged, so the pushed manifest keeps
+the digest it had when it was gated (``containerize --push``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mlpack.errors import IntegrityError, UsageError
+from mlpack.fileio import sha256_bytes
+from mlpack.oci import spec
+from mlpack.oci.artifact import PushResult
+from mlpack.oci.client import Client
+from mlpack.oci.reference import DIGEST, parse_reference
+
+
+def push_layout(layout: str | Path, ref: str, *, insecure: bool | None = None) -> PushResult:
+    """Push the one image of an OCI image layout (as written by ``containerize``) to REF, bytes unchanged,
+    so the pushed manifest keeps its digest; blobs the registry already holds are not sent again."""
+    root = Path(layout)
+    try:
+        entries = spec.read_index(root)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{root} is not an OCI layout with exactly one image ({exc}).") from None
+    if len(entries) != 1:
+        raise UsageError(f"{root} is not an OCI layout with exactly one image (its index lists {len(entries)}).")
+    target = parse_reference(ref)
+    if target.tag is None and target.digest is None:
+        raise UsageError(f"{ref} names no tag: give REPOSITORY:TAG.")
+    expected = _digest_of(entries[0], root)
+    body = _blob(root, expected).read_bytes()
+    digest = f"sha256:{sha256_bytes(body)}"
+    if digest != expected:
+        raise IntegrityError(f"The OCI layout at {root} is corrupt: its manifest does not hash to {expected}.")
+    descriptors = _blob_descriptors(body, root)
+    uploaded: list[str] = []
+    skipped: list[str] = []
+    with Client(target, insecure) as client:
+        client.ping()
+        for descriptor in descriptors:
+            if client.blob_exists(descriptor["digest"]):
+                skipped.append(descriptor["digest"])
+                continue
+            with open(_blob(root, descriptor["digest"]), "rb") as stream:
+                client.upload(descriptor, stream, descriptor["digest"])
+            uploaded.append(descriptor["digest"])
+        client.put_manifest(target.tag or digest, body, digest)
+    return PushResult(str(replace(target, digest=None)), digest, "", tuple(uploaded), tuple(skipped))
+
+
+def _digest_of(descriptor: Any, root: Path) -> str:
+    """A descriptor's digest, checked: it becomes a path under blobs/, so it must be a plain sha256."""
+    digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise UsageError(f"The OCI layout at {root} names the blob {digest!r}; mlpack pushes only sha256 blobs.")
+    return digest
+
+
+def _blob(root: Path, digest: str) -> Path:
+    path = spec.blob_path(root, digest)
+    if not path.is_file():
+        raise UsageError(f"The OCI layout at {root} is incomplete: it lacks the blob {digest}.")
+    return path
+
+
+def _blob_descriptors(body: bytes, root: Path) -> list[dict[str, Any]]:
+    """The config and layers of the image manifest, in that order: every blob the registry must hold first."""
+    try:
+        manifest = json.loads(body)
+        descriptors = [manifest["config"], *manifest["layers"]]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise UsageError(
+            f"The OCI layout at {root} holds no image manifest: config or layers are missing."
+        ) from None
+    for descriptor in descriptors:
+        _digest_of(descriptor, root)
+        size = descriptor.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise UsageError(f"The OCI layout at {root} gives {descriptor['digest']} the size {size!r}.")
+    return [dict(d) for d in descriptors]

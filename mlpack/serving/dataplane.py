@@ -1,0 +1,218 @@
+"""The data plane, free of any transport: which models are served, whether each may answer yet, what they
+declare, and inference on decoded V2 requests. Errors are ``RequestError`` carrying the status to answer with.
+
+A model becomes ready only after its package verified at start-up (integrity and a golden replay), and is
+then loaded without a second integrity check, so every file is hashed once.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpack import __version__
+from mlpack.errors import MlpackError, RequestError, UsageError
+from mlpack.manifest import Manifest, TensorSpec
+from mlpack.package import MANIFEST
+from mlpack.runtime import Model, load
+from mlpack.serving.codec import InferResponse, bad_request, encode_output, parse_input
+from mlpack.tensors import v2_datatype
+
+
+@dataclass
+class Entry:
+    """One served package and whether it may answer yet."""
+
+    path: Path
+    name: str
+    version: str
+    manifest: Manifest
+    model: Model | None = None
+    state: str = "loading"  # loading | verifying | ready | failed
+    reason: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"mlpack serve: {message}\n")
+    sys.stderr.flush()
+
+
+def find_packages(path: Path) -> list[Path]:
+    """One package, or every package directly inside a folder."""
+    if (path / MANIFEST).is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(child for child in path.iterdir() if (child / MANIFEST).is_file())
+        if found:
+            return found
+    if not path.exists():
+        raise UsageError(f"{path} does not exist.")
+    raise UsageError(f"{path} is neither an mlpack package nor a folder of packages.")
+
+
+def entries_for(paths: list[Path]) -> dict[str, Entry]:
+    from mlpack.package import open_package
+
+    models: dict[str, Entry] = {}
+    for path in paths:
+        package = open_package(path)
+        if package.name in models:
+            raise UsageError(f"Two packages are named {package.name!r} ({models[package.name].path} and {path}).")
+        models[package.name] = Entry(
+            path=path, name=package.name, version=package.version, manifest=package.manifest
+        )
+    return models
+
+
+def prepare(entry: Entry, verify_on_start: bool) -> None:
+    """Verify the package (integrity and golden replay), then load it, before declaring it ready; with the
+    user's opt-out, load with the integrity check alone. Either way every file is hashed once."""
+    try:
+        if not verify_on_start:
+            entry.model = load(entry.path)
+            entry.state = "ready"
+            log(f"{entry.name} {entry.version}: ready WITHOUT start-up verification (--no-verify-on-start)")
+            return
+        entry.state = "verifying"
+        from mlpack.verifier import verify
+
+        report = verify(entry.path)
+        if not report.passed:
+            entry.state, entry.reason = "failed", f"start-up verification said {report.verdict}: {report.message}"
+            log(f"{entry.name} {entry.version}: NOT READY, {entry.reason}")
+            return
+        entry.model = load(entry.path, check=False)  # verify has just checked every file
+        entry.state = "ready"
+        log(f"{entry.name} {entry.version}: verified {report.verdict}; ready")
+    except MlpackError as exc:
+        entry.state, entry.reason = "failed", exc.message
+        log(f"{entry.name} {entry.version}: NOT READY, {exc.message}")
+
+
+# ---- health and metadata
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": "mlpack", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def server_ready(models: dict[str, Entry]) -> dict[str, Any]:
+    """``ready`` is True only when every model is; otherwise each model that is not says why."""
+    not_ready = {e.name: e.reason or e.state for e in models.values() if not e.ready}
+    if not_ready:
+        return {"ready": False, "models": not_ready}
+    return {"ready": True}
+
+
+def model_ready(entry: Entry) -> dict[str, Any]:
+    return {"name": entry.name, "ready": entry.ready, **({"reason": entry.reason} if entry.reason else {})}
+
+
+def model_metadata(entry: Entry) -> dict[str, Any]:
+    """From the manifest read at start-up, so metadata answers even before the model has loaded."""
+    manifest = entry.manifest
+
+    def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "datatype": v2_datatype(s.type, s.name),
+                 "shape": [d if isinstance(d, int) else -1 for d in s.shape]} for s in specs]  # fmt: skip
+
+    return {
+        "name": entry.name, "versions": [entry.version], "platform": "onnxruntime_onnx",
+        "inputs": tensors(manifest.model.inputs), "outputs": tensors(manifest.model.outputs),
+    }  # fmt: skip
+
+
+def get_model(models: dict[str, Entry], name: str, version: str | None = None) -> Entry:
+    """The served entry for NAME (and VERSION, when the client named one), or 404."""
+    entry = models.get(name)
+    if entry is None:
+        raise RequestError(HTTPStatus.NOT_FOUND, f"Unknown model {name!r}; served: {sorted(models)}.")
+    if version is not None and version != entry.version:
+        raise RequestError(
+            HTTPStatus.NOT_FOUND, f"Model {entry.name!r} has no version {version!r}; it serves {entry.version!r}."
+        )
+    return entry
+
+
+def ready_model(entry: Entry) -> Model:
+    """The loaded model, or 503 saying why it may not answer yet."""
+    if not entry.ready or entry.model is None:
+        raise RequestError(
+            HTTPStatus.SERVICE_UNAVAILABLE, f"Model {entry.name!r} is not ready: {entry.reason or entry.state}."
+        )
+    return entry.model
+
+
+# ---- inference
+
+
+def infer(entry: Entry, request: dict[str, Any], binary: bytes) -> InferResponse:
+    """Run a decoded V2 request (``codec.split_request``): its JSON head and the binary data after it."""
+    model = ready_model(entry)
+    feeds = _feeds(model, request["inputs"], binary)
+    requested = _requested_outputs(model, request.get("outputs"))
+    results = _predict(model, feeds, [out["name"] for out in requested])
+    binary_all = bool((request.get("parameters") or {}).get("binary_data_output"))
+    known = {spec.name: spec for spec in model.outputs}
+    outputs, blobs = [], []
+    for out in requested:
+        name = out["name"]
+        wants_binary = bool((out.get("parameters") or {}).get("binary_data", binary_all))
+        tensor, blob = encode_output(name, v2_datatype(known[name].type, name), results[name], wants_binary)
+        outputs.append(tensor)
+        if blob is not None:
+            blobs.append(blob)
+    head: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "outputs": outputs}
+    if "id" in request:
+        head["id"] = request["id"]
+    return InferResponse(head, tuple(blobs))
+
+
+def _feeds(model: Model, inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
+    """Every input decoded against the signature; binary inputs take their bytes from the tail in order."""
+    specs = {spec.name: spec for spec in model.inputs}
+    feeds, offset = {}, 0
+    for tensor in inputs:
+        if not isinstance(tensor, dict) or tensor.get("name") not in specs:
+            name = tensor.get("name") if isinstance(tensor, dict) else tensor
+            raise bad_request(f"Unknown input {name!r}; the model takes {sorted(specs)}.")
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        data = None
+        if size is not None:
+            data, offset = binary[offset : offset + int(size)], offset + int(size)
+        feeds[tensor["name"]] = parse_input(specs[tensor["name"]], tensor, data)
+    if missing := sorted(set(specs) - set(feeds)):
+        raise bad_request(f"Missing input {missing[0]!r}; the model takes {sorted(specs)}.")
+    return feeds
+
+
+def _requested_outputs(model: Model, requested: Any) -> list[dict[str, Any]]:
+    """The outputs the client asked for, every output when it named none."""
+    wanted = requested or [{"name": spec.name} for spec in model.outputs]
+    known = {spec.name for spec in model.outputs}
+    for out in wanted:
+        if not isinstance(out, dict) or out.get("name") not in known:
+            raise bad_request(
+                f"Unknown output {out.get('name') if isinstance(out, dict) else out!r}; the model gives {sorted(known)}."
+            )
+    return list(wanted)
+
+
+def _predict(model: Model, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    try:
+        return model.predict(feeds, names)
+    except MlpackError as exc:
+        raise bad_request(exc.message) from None
+    except Exception as exc:  # onnxruntime's own errors on odd inputs
+        raise bad_request(f"onnxruntime could not run the request: {str(exc).splitlines()[0][:300]}") from None
