@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpack import __version__, clock, compare, environment, hardware, options, parity, reference, timing
+from mlpack import __version__, clock, compare, hardware, locks, options, parity, reference, timing
 from mlpack.convert import Converted, Converter, ConvertOptions, Trust, default_tolerances, find_converter
 from mlpack.convert import load_model_file as load_family_file
 from mlpack.convert.canonical import canonicalise, serialise, write_model
@@ -170,7 +170,7 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     profile = hardware.profile()
     write_atomic(folder / HARDWARE, canonical_json(profile))
     say("locking the environment" + ("" if job.resolve else " (offline)"))
-    env_summary = environment.write_lock_files(folder / "env", job.resolve, options.index_url(job.opts.index_url))
+    env_summary = locks.write_lock_files(folder / "env", job.resolve, options.index_url(job.opts.index_url))
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     description = converter.describe(job.native)
     manifest = Manifest(

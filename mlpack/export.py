@@ -2,7 +2,7 @@
 
 Both start from an intact package (integrity first) and carry its digest, so that whatever serves the model
 can be traced back to the package that was verified. The Triton config replays the recorded onnxruntime
-session options, since threads and graph optimisations change outputs (DESIGN.md "Facts measured").
+session options, since threads and graph optimisations change outputs (docs/design.md "Measured facts").
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def triton_config(package: Package, max_batch_size: int | None = None) -> str:
     With a variable first dimension on every tensor, ``max_batch_size`` defaults to ``MAX_BATCH_SIZE`` (or the
     reference row count, if larger) and ``dims`` leave the batch out; otherwise it is 0 and ``dims`` are the
     full shapes. No ``dynamic_batching`` block: merging requests changes the batch a row is computed in, and
-    some models answer differently batched (DESIGN.md), so a row's answer would depend on other traffic.
+    some models answer differently batched (docs/design.md), so a row's answer would depend on other traffic.
     """
     manifest = package.manifest
     specs = [*manifest.model.inputs, *manifest.model.outputs]

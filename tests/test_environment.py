@@ -14,7 +14,7 @@ import pytest
 from packaging.pylock import Pylock
 
 import mlpack
-from mlpack import environment, options
+from mlpack import environment, locks, options
 
 UNREACHABLE = "http://127.0.0.1:9/simple"  # nothing listens on the discard port
 
@@ -49,9 +49,9 @@ def test_runtime_lock_pins_with_hashes(built: Path) -> None:
 
 def test_uv_and_pip_compile_give_the_same_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLPACK_CACHE_DIR", str(tmp_path / "fresh-cache"))
-    uv_text, uv_summary = environment.runtime_lock(environment.installed(), True, options.index_url())
+    uv_text, uv_summary = locks.runtime_lock(environment.installed(), True, options.index_url())
     monkeypatch.setenv("MLPACK_LOCK_TOOL", "pip-compile")
-    pip_text, pip_summary = environment.runtime_lock(environment.installed(), True, options.index_url())
+    pip_text, pip_summary = locks.runtime_lock(environment.installed(), True, options.index_url())
     assert (uv_summary["tool"], pip_summary["tool"]) == ("uv", "pip-compile")
     assert uv_text is not None and pip_text is not None
     assert environment.parse_requirements_lock(uv_text) == environment.parse_requirements_lock(pip_text)

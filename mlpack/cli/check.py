@@ -69,11 +69,11 @@ def lock(
     """Lock this environment: pylock.toml (everything installed, hashed) and requirements.lock (runtime, hashed)."""
 
     def action() -> None:
-        from mlpack import environment, options
+        from mlpack import locks, options
         from mlpack.report import render_lock
 
         folder = Path(out)
-        summary = environment.write_lock_files(folder, not no_resolve, options.index_url(index_url))
+        summary = locks.write_lock_files(folder, not no_resolve, options.index_url(index_url))
         emit(summary, as_json, lambda: render_lock(folder, summary))
 
     run(as_json, action)
