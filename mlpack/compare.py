@@ -67,6 +67,17 @@ def _top2_gap(probabilities: np.ndarray) -> np.ndarray:
     return np.asarray(top[:, 1] - top[:, 0])
 
 
+def _result(name: str, kind: str, expected: np.ndarray, **fields: Any) -> OutputComparison:
+    """A comparison that failed unless ``fields`` say otherwise: every default is the pessimistic one."""
+    base: dict[str, Any] = dict(
+        name=name, kind=kind, shape=tuple(int(d) for d in expected.shape), identical=False, passed=False,
+        max_abs=float("inf"), max_rel=float("inf"), max_ulp=None, outside=int(expected.size),
+        total=int(expected.size), tied_rows=0, worst=None, problem=None,
+    )  # fmt: skip
+    base.update(fields)
+    return OutputComparison(**base)
+
+
 def compare_output(
     name: str,
     kind: str,
@@ -76,63 +87,54 @@ def compare_output(
     reference_probabilities: np.ndarray | None = None,
     probability_tolerance: Tolerance | None = None,
 ) -> OutputComparison:
-    shape = tuple(int(d) for d in expected.shape)
-
-    def result(**kw: Any) -> OutputComparison:
-        base: dict[str, Any] = dict(
-            name=name,
-            kind=kind,
-            shape=shape,
-            identical=False,
-            passed=False,
-            max_abs=float("inf"),
-            max_rel=float("inf"),
-            max_ulp=None,
-            outside=int(expected.size),
-            total=int(expected.size),
-            tied_rows=0,
-            worst=None,
-            problem=None,
-        )
-        base.update(kw)
-        return OutputComparison(**base)
-
     if expected.shape != actual.shape:
-        return result(problem=f"shape {list(actual.shape)} differs from the reference {list(expected.shape)}")
+        problem = f"shape {list(actual.shape)} differs from the reference {list(expected.shape)}"
+        return _result(name, kind, expected, problem=problem)
     if expected.dtype != actual.dtype and not (expected.dtype.kind in "US" and actual.dtype.kind in "USO"):
-        return result(problem=f"dtype {actual.dtype} differs from the reference {expected.dtype}")
-
-    if expected.dtype.kind not in "fc":
-        equal = expected == actual.astype(expected.dtype)
-        mismatched = ~equal
-        tied = 0
-        if mismatched.any() and reference_probabilities is not None and expected.ndim >= 1:
-            tol = probability_tolerance or DEFAULT_TOLERANCES["probabilities"]
-            gap = _top2_gap(reference_probabilities)
-            row_bad = mismatched.reshape(expected.shape[0], -1).any(axis=1)
-            excused = row_bad & (gap <= 2 * (tol.atol + tol.rtol))
-            tied = int(excused.sum())
-            mismatched = mismatched & ~excused.reshape((-1,) + (1,) * (expected.ndim - 1))
-        outside = int(mismatched.sum())
-        worst = None
-        if (~equal).any():
-            index = tuple(int(i) for i in np.argwhere(~equal)[0])
-            worst = {"index": list(index), "expected": _scalar(expected[index]), "actual": _scalar(actual[index])}
-        return result(
-            identical=bool(equal.all()),
-            passed=outside == 0,
-            max_abs=0.0 if equal.all() else float("nan"),
-            max_rel=0.0 if equal.all() else float("nan"),
-            outside=outside,
-            tied_rows=tied,
-            worst=worst,
+        return _result(
+            name, kind, expected, problem=f"dtype {actual.dtype} differs from the reference {expected.dtype}"
         )
+    if expected.dtype.kind not in "fc":
+        return _compare_labels(name, kind, expected, actual, reference_probabilities, probability_tolerance)
+    return _compare_floats(name, kind, expected, actual, tolerance)
 
+
+def _compare_labels(
+    name: str, kind: str, expected: np.ndarray, actual: np.ndarray,
+    reference_probabilities: np.ndarray | None, probability_tolerance: Tolerance | None,
+) -> OutputComparison:  # fmt: skip
+    """Exact equality, except rows whose reference top-2 probabilities tie within tolerance."""
+    equal = expected == actual.astype(expected.dtype)
+    mismatched = ~equal
+    tied = 0
+    if mismatched.any() and reference_probabilities is not None and expected.ndim >= 1:
+        tol = probability_tolerance or DEFAULT_TOLERANCES["probabilities"]
+        gap = _top2_gap(reference_probabilities)
+        row_bad = mismatched.reshape(expected.shape[0], -1).any(axis=1)
+        excused = row_bad & (gap <= 2 * (tol.atol + tol.rtol))
+        tied = int(excused.sum())
+        mismatched = mismatched & ~excused.reshape((-1,) + (1,) * (expected.ndim - 1))
+    outside = int(mismatched.sum())
+    worst = None
+    if (~equal).any():
+        index = tuple(int(i) for i in np.argwhere(~equal)[0])
+        worst = {"index": list(index), "expected": _scalar(expected[index]), "actual": _scalar(actual[index])}
+    same = bool(equal.all())
+    return _result(
+        name, kind, expected, identical=same, passed=outside == 0, max_abs=0.0 if same else float("nan"),
+        max_rel=0.0 if same else float("nan"), outside=outside, tied_rows=tied, worst=worst,
+    )  # fmt: skip
+
+
+def _compare_floats(
+    name: str, kind: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance
+) -> OutputComparison:
+    """|a - b| <= atol + rtol·|ref| elementwise; NaN on one side only is as wrong as it gets."""
     identical = expected.tobytes() == actual.tobytes()
     exp64, act64 = expected.astype(np.float64), actual.astype(np.float64)
     both_nan = np.isnan(exp64) & np.isnan(act64)
     diff = np.where(both_nan, 0.0, np.abs(exp64 - act64))
-    diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only is as wrong as it gets
+    diff = np.where(np.isnan(diff), np.inf, diff)
     scale = np.abs(exp64)
     rel = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
     outside_mask = diff > tolerance.atol + tolerance.rtol * np.nan_to_num(scale)
@@ -145,15 +147,11 @@ def compare_output(
     if diff.size and diff.max() > 0:
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         worst = {"index": list(index), "expected": float(exp64[index]), "actual": float(act64[index])}
-    return result(
-        identical=identical,
-        passed=not outside_mask.any(),
-        max_abs=float(diff.max()) if diff.size else 0.0,
-        max_rel=float(rel.max()) if rel.size else 0.0,
-        max_ulp=max_ulp,
-        outside=int(outside_mask.sum()),
-        worst=worst,
-    )
+    return _result(
+        name, kind, expected, identical=identical, passed=not outside_mask.any(),
+        max_abs=float(diff.max()) if diff.size else 0.0, max_rel=float(rel.max()) if rel.size else 0.0,
+        max_ulp=max_ulp, outside=int(outside_mask.sum()), worst=worst,
+    )  # fmt: skip
 
 
 def compare(
@@ -162,32 +160,46 @@ def compare(
     kinds: Mapping[str, str],
     tolerances: Mapping[str, Tolerance],
 ) -> list[OutputComparison]:
-    """Compare every output; label outputs are excused on rows the reference probabilities call a tie."""
-    probabilities = next((n for n, k in kinds.items() if k == "probabilities"), None)
+    """Compare every declared output (``kinds``) and every recorded one; label outputs are excused on rows
+    the reference probabilities call a tie. An output that is declared but not recorded, recorded but not
+    declared, or not produced fails with the reason: nothing goes unchecked."""
+    probabilities = next((n for n, k in kinds.items() if k == "probabilities" and n in expected), None)
     comparisons = []
-    for name in expected:
-        if name not in actual:
-            comparisons.append(compare_output(name, kinds[name], expected[name], np.empty((0,)), tolerances[name]))
+    for name in dict.fromkeys([*kinds, *expected]):
+        kind = kinds.get(name, "value")
+        reference = expected.get(name, np.empty((0,)))
+        problem = (
+            "the reference holds an output the model does not declare" if name not in kinds
+            else "no reference output was recorded for it" if name not in expected
+            else "no tolerance was recorded for it" if name not in tolerances
+            else f"the model gave no output {name!r}" if name not in actual
+            else None
+        )  # fmt: skip
+        if problem:
+            comparisons.append(_result(name, kind, reference, problem=problem))
             continue
-        pair = probabilities if kinds[name] == "label" and probabilities else None
+        pair = probabilities if kind == "label" and probabilities else None
         comparisons.append(
             compare_output(
-                name,
-                kinds[name],
-                expected[name],
-                actual[name],
-                tolerances[name],
-                expected[pair] if pair else None,
-                tolerances[pair] if pair else None,
+                name, kind, reference, actual[name], tolerances[name],
+                expected[pair] if pair else None, tolerances.get(pair) if pair else None,
             )
-        )
+        )  # fmt: skip
     return comparisons
 
 
+def not_compared(name: str, kind: str, reference: np.ndarray, reason: str) -> OutputComparison:
+    """An output that could not be checked, said so in the record rather than left out of it."""
+    return _result(
+        name, kind, reference, passed=True, outside=0, max_abs=float("nan"), max_rel=float("nan"), problem=reason
+    )
+
+
 def verdict(comparisons: list[OutputComparison]) -> str:
-    if all(c.identical for c in comparisons):
+    """identical only when there was something to compare and every bit of it matched."""
+    if comparisons and all(c.identical for c in comparisons):
         return "identical"
-    if all(c.passed for c in comparisons):
+    if comparisons and all(c.passed for c in comparisons):
         return "equivalent"
     return "mismatch"
 

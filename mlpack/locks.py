@@ -118,66 +118,62 @@ def _artifact_report(pins: list[str], index: str) -> dict[str, dict[str, Any]]:
         raise LockUnavailable(f"too many distributions missing from {index}")
 
 
+def _source(dist: Distribution, info: dict[str, Any] | None, index: str) -> dict[str, Any] | None:
+    """PEP 751 source fields for one distribution (vcs, directory, wheel or sdist); None when it has none."""
+    from packaging.pylock import PackageDirectory, PackageSdist, PackageVcs, PackageWheel
+
+    direct = dist.direct_url or {}
+    if "vcs_info" in direct:
+        vcs = direct["vcs_info"]
+        return {"vcs": PackageVcs(type=vcs["vcs"], url=direct["url"], commit_id=vcs["commit_id"])}
+    if direct:  # a local directory or archive: its path on the build machine would mean nothing elsewhere
+        editable = bool(direct.get("dir_info", {}).get("editable"))
+        return {"directory": PackageDirectory(path=Path(direct["url"]).name, editable=editable)}
+    if info and info.get("url", "").startswith(("https://", "http://")):
+        hashes = info.get("archive_info", {}).get("hashes", {})
+        if info["url"].endswith(".whl"):
+            return {"index": index, "wheels": [PackageWheel(url=info["url"], hashes=hashes)]}
+        return {"index": index, "sdist": PackageSdist(url=info["url"], hashes=hashes)}
+    return None
+
+
+def _artifacts(pins: list[str], resolve: bool, index: str) -> tuple[dict[str, dict[str, Any]], str, str]:
+    """Artifact URL and hashes by name, the lookup's status, and why it is not complete."""
+    if not resolve:
+        return {}, "offline", "artifact lookup skipped (resolve=False)"
+    try:
+        text = _cached("artifacts", [index, *pins], lambda: json.dumps(_artifact_report(pins, index)))
+    except LockUnavailable as exc:
+        return {}, "offline", str(exc)
+    return json.loads(text), "complete", ""
+
+
 def build_lock(dists: dict[str, Distribution], resolve: bool, index: str) -> tuple[str, dict[str, Any]]:
     """PEP 751 text for the running environment, and a summary for the manifest."""
     import tomli_w
-    from packaging.pylock import Package, PackageDirectory, PackageSdist, PackageVcs, PackageWheel, Pylock
+    from packaging.pylock import Package, Pylock
+    from packaging.utils import NormalizedName
     from packaging.version import Version
 
     pins = sorted(f"{d.name}=={d.version}" for d in dists.values() if d.from_index)
-    artifacts: dict[str, dict[str, Any]] = {}
-    status, reason = "complete", ""
-    if not resolve:
-        status, reason = "offline", "artifact lookup skipped (resolve=False)"
-    else:
-        try:
-            text = _cached("artifacts", [index, *pins], lambda: json.dumps(_artifact_report(pins, index)))
-            artifacts = json.loads(text)
-        except LockUnavailable as exc:
-            status, reason = "offline", str(exc)
-
+    artifacts, status, reason = _artifacts(pins, resolve, index)
     packages = []
     unlocked = []  # PEP 751 demands a source for every package; those without one are kept aside
     for dist in dists.values():
         tool: dict[str, Any] = {"record-sha256": dist.record_sha256} if dist.record_sha256 else {"no-record": True}
-        fields: dict[str, Any] = {}
-        info = artifacts.get(dist.name)
-        direct = dist.direct_url or {}
-        if "vcs_info" in direct:
-            vcs = direct["vcs_info"]
-            fields["vcs"] = PackageVcs(type=vcs["vcs"], url=direct["url"], commit_id=vcs["commit_id"])
-        elif direct:
-            # a local directory or archive: its path on the build machine would mean nothing elsewhere
-            fields["directory"] = PackageDirectory(
-                path=Path(direct["url"]).name, editable=bool(direct.get("dir_info", {}).get("editable"))
-            )
+        if dist.direct_url and "vcs_info" not in dist.direct_url:
             tool["local"] = "installed from a local path that is not recorded"
-        elif info and info.get("url", "").startswith(("https://", "http://")):
-            hashes = info.get("archive_info", {}).get("hashes", {})
-            if info["url"].endswith(".whl"):
-                fields.update(index=index, wheels=[PackageWheel(url=info["url"], hashes=hashes)])
-            else:
-                fields.update(index=index, sdist=PackageSdist(url=info["url"], hashes=hashes))
-        else:
+        fields = _source(dist, artifacts.get(dist.name), index)
+        if fields is None:
             why = reason if status != "complete" else f"not found on {index}"
             unlocked.append({"name": dist.name, "version": dist.version, **tool, "reason": why})
             continue
-        packages.append(Package(name=dist.name, version=Version(dist.version), tool={"mlpack": tool}, **fields))  # type: ignore[arg-type]
+        name = NormalizedName(dist.name)  # installed() names are PEP 503-normalised already
+        packages.append(Package(name=name, version=Version(dist.version), tool={"mlpack": tool}, **fields))
 
-    lock = Pylock(
-        lock_version=Version("1.0"),
-        created_by="mlpack",
-        requires_python=None,
-        packages=packages,
-        tool={
-            "mlpack": {
-                "python": sys.version.split()[0],
-                "platform": sys.platform,
-                "artifacts": status,
-                "unlocked": unlocked,
-            }
-        },
-    )
+    environment = {"python": sys.version.split()[0], "platform": sys.platform, "artifacts": status}
+    lock = Pylock(lock_version=Version("1.0"), created_by="mlpack", requires_python=None, packages=packages,
+                  tool={"mlpack": {**environment, "unlocked": unlocked}})  # fmt: skip
     lock.validate()
     summary = {
         "packages": len(packages) + len(unlocked),

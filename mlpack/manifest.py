@@ -241,6 +241,8 @@ def _parse(hint: Any, value: Any, path: str, where: str) -> Any:
 
 
 def _describe(hint: Any) -> str:
+    if get_origin(hint) in (Union, types.UnionType):  # Dim: "an integer or a string"
+        return " or ".join(_describe(option) for option in get_args(hint))
     return {str: "a string", int: "an integer", bool: "true or false", float: "a number"}.get(hint, "a value")
 
 
@@ -277,6 +279,18 @@ def _check_values(m: Manifest, where: str) -> None:
     for relative, digest in m.files.items():
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise bad(f"the hash of {relative!r} is not a sha256 hex digest")
+    # the files mlpack opens by the manifest's own paths must be among the hashed ones, or a manifest could
+    # point verify, load and serve at an unchecked file outside the package
+    for key, relative in (
+        ("model.file", m.model.file),
+        *((f"model.files[{i}]", name) for i, name in enumerate(m.model.files)),
+        ("reference.inputs", m.reference.inputs),
+        ("reference.outputs", m.reference.outputs),
+    ):
+        if relative not in m.files:
+            raise bad(f"{key} {relative!r} is not among the hashed files")
+    if m.model.file not in m.model.files:
+        raise bad(f"model.file {m.model.file!r} is not among model.files")
 
 
 # ---- writing
@@ -320,9 +334,12 @@ def json_schema() -> JSONDict:
                     for f in dataclasses.fields(inner)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                 ]
+                # dataclasses without a docstring get a generated signature as __doc__, whose text changes
+                # between Python versions: such records are described by their name alone
+                doc = (inner.__doc__ or "").strip()
                 definitions[name] = {
                     "type": "object",
-                    "description": (inner.__doc__ or "").strip().splitlines()[0] if inner.__doc__ else name,
+                    "description": doc.splitlines()[0] if doc and not doc.startswith(f"{name}(") else name,
                     "properties": props,
                     "required": required,
                     "additionalProperties": inner is Source or inner is Manifest,

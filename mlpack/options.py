@@ -11,6 +11,7 @@ not taken for 1). Consent to unpickle never comes from a file in a parent folder
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -77,7 +78,39 @@ class BuildOptions:
                 raise UsageError(f"--{label} must be a whole number of at least 1, not {value!r}.")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
+        _check_tolerances(self.tolerances)
         return self
+
+
+def _check_tolerances(tolerances: Any) -> None:
+    """One number (atol for every float output), or {output name or kind: {atol, rtol, labels}}: refused here
+    in one sentence rather than written into a manifest that mlpack itself would refuse to open."""
+    from mlpack.manifest import LABEL_RULES
+
+    def number(where: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise UsageError(f"The tolerance {where} must be a finite number of at least 0, not {value!r}.")
+
+    if tolerances is None:
+        return
+    if not isinstance(tolerances, Mapping):
+        number("atol", tolerances)
+        return
+    for key, spec in tolerances.items():
+        if not isinstance(spec, Mapping):
+            raise UsageError(
+                f"The tolerances of {key!r} must be a table such as {{atol = 1e-5, rtol = 1e-4}}, not {spec!r}."
+            )
+        for name, value in spec.items():
+            if name in ("atol", "rtol"):
+                number(f"{name} of {key!r}", value)
+            elif name == "labels":
+                if value not in LABEL_RULES:
+                    raise UsageError(
+                        f"The label rule of {key!r} must be one of {', '.join(LABEL_RULES)}, not {value!r}."
+                    )
+            else:
+                raise UsageError(f"The tolerances of {key!r} take atol, rtol and labels, not {name!r}.")
 
 
 # [tool.mlpack] keys and their TOML types; paths are relative to the pyproject.toml's folder.
@@ -104,10 +137,13 @@ def from_file(start: Path | None = None) -> dict[str, Any]:
     if pyproject is None:
         return {}
     try:
-        data = tomllib.loads(pyproject.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))  # TOML is UTF-8 whatever the locale
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{pyproject} is not valid TOML: {exc}.") from None
-    section = data.get("tool", {}).get("mlpack", {})
+    tool = data.get("tool", {})
+    section = tool.get("mlpack", {}) if isinstance(tool, dict) else None
+    if not isinstance(section, dict):
+        raise UsageError(f"[tool.mlpack] in {pyproject} must be a table.")
     settings: dict[str, Any] = {}
     for key, value in section.items():
         if key not in FILE_KEYS:
@@ -115,7 +151,7 @@ def from_file(start: Path | None = None) -> dict[str, Any]:
                 f"[tool.mlpack] in {pyproject} has an unknown key {key!r}; known: {', '.join(FILE_KEYS)}."
             )
         expected = FILE_KEYS[key]
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             kind = expected.__name__ if isinstance(expected, type) else "table or number"
             raise UsageError(f"[tool.mlpack] {key} in {pyproject} must be a {kind}.")
         if key == "trust-pickle" and value and pyproject.parent != here:

@@ -113,7 +113,9 @@ def render_build(package: Package) -> str:
     m = package.manifest
     parts = []
     for out in m.parity.outputs if m.parity else ():
-        if out["identical"]:
+        if out.get("problem"):
+            parts.append(f"{out['name']} {out['problem']}")
+        elif out["identical"]:
             parts.append(f"{out['name']} identical")
         elif out["kind"] == "label":
             parts.append(f"{out['name']} {out['outside']} differ ({out['tied_rows']} tied)")

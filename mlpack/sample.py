@@ -28,6 +28,11 @@ def _from_csv(path: Path) -> dict[str, np.ndarray]:
         return {}
     if any(len(row) != len(rows[0]) for row in rows):
         raise UsageError(f"{path} has rows of different lengths.")
+    if header is not None and len(header) != len(rows[0]):
+        raise UsageError(f"{path} has a header of {len(header)} names for rows of {len(rows[0])} cells.")
+    if header is not None and len(set(header)) != len(header):
+        twice = sorted({name for name in header if header.count(name) > 1})
+        raise UsageError(f"{path} names the column {twice[0]!r} twice in its header.")
     table = np.array(rows, dtype=object)
     columns = {}
     for index in range(table.shape[1]):
@@ -140,4 +145,5 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, cast_ok: bool) -> tuple
             if dtype.kind in "iu" and not np.array_equal(converted, array):
                 raise UsageError(f"Input {name!r} is {dtype}; the sample's values do not fit it exactly.")
             return converted, label
-    raise UsageError(f"Input {name!r} expects {dtype}; the sample holds {array.dtype}.")
+    wanted = "strings" if dtype.kind == "U" else dtype  # not numpy's "<U0"
+    raise UsageError(f"Input {name!r} expects {wanted}; the sample holds {array.dtype}.")

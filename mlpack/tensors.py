@@ -95,7 +95,8 @@ def check_feeds(feeds: Mapping[str, Any], specs: Sequence[TensorSpec]) -> dict[s
         array = np.asarray(value)
         dtype = numpy_dtype(spec.type, name)
         if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind in "UO"):
-            raise UsageError(f"Input {name!r} must be {dtype}, not {array.dtype}.")
+            wanted = "strings" if dtype.kind == "U" else dtype  # not numpy's "<U0"
+            raise UsageError(f"Input {name!r} must be {wanted}, not {array.dtype}.")
         if not shape_fits(spec.shape, array.shape):
             raise UsageError(f"Input {name!r} must have shape {list(spec.shape)}, not {list(array.shape)}.")
         checked[name] = array.astype(str) if dtype.kind == "U" else np.ascontiguousarray(array)

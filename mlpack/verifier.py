@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mlpack import compare, environment, hardware, reference
-from mlpack.errors import MlpackError
+from mlpack.errors import MlpackError, UsageError
 from mlpack.fileio import load_npz
-from mlpack.manifest import to_json
+from mlpack.manifest import SessionSettings, to_json
 from mlpack.package import (
     BUILD_LOCK,
     HARDWARE,
@@ -141,6 +141,33 @@ def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison]
     return "Outputs differ beyond tolerance: " + "; ".join(parts) + "."
 
 
+def _differences(package: Package) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The environment and hardware here against what the package recorded."""
+    manifest, root = package.manifest, package.path
+    runtime_lock = root / RUNTIME_LOCK
+    pins = (
+        environment.parse_requirements_lock(runtime_lock.read_text())
+        if runtime_lock.is_file()
+        else {k: v for k, v in manifest.environment.runtime.items() if v}
+    )
+    build_lock = environment.read_build_lock(root / BUILD_LOCK) if (root / BUILD_LOCK).is_file() else {}
+    # Installed files are fingerprinted for the packages that run the model (the runtime lock); the rest of
+    # the build lock is compared by version, which is all an informational difference needs.
+    env_diff = environment.diff(pins, build_lock, environment.installed(fingerprint=set(pins)))
+    built_profile = json.loads((root / HARDWARE).read_text()) if (root / HARDWARE).is_file() else {}
+    hw_diff = hardware.diff(built_profile, hardware.profile()) if built_profile else []
+    return env_diff, hw_diff
+
+
+def _replay(package: Package, settings: SessionSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The golden outputs, and what this machine gives for the golden inputs with the given options."""
+    manifest, root = package.manifest, package.path
+    session = reference.open_session(root / manifest.model.file, settings)
+    feeds = load_npz(root / manifest.reference.inputs)
+    expected = load_npz(root / manifest.reference.outputs)
+    return expected, reference.run(session, feeds, manifest.reference.row_batches)
+
+
 def verify(
     path: str | Path,
     *,
@@ -149,6 +176,8 @@ def verify(
     expect_digest: str | None = None,
 ) -> Report:
     """Verify a package on this machine and return the report (raises only when it is not a package)."""
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be a whole number of at least 1, not {threads}.")
     started = time.perf_counter()
     package: Package = open_package(path)
     report = Report(
@@ -168,20 +197,7 @@ def verify(
         return finish(verdict="tampered", integrity=problems, message=message)
 
     manifest = package.manifest
-    root = package.path
-    runtime_lock = root / RUNTIME_LOCK
-    pins = (
-        environment.parse_requirements_lock(runtime_lock.read_text())
-        if runtime_lock.is_file()
-        else {k: v for k, v in manifest.environment.runtime.items() if v}
-    )
-    build_lock = environment.read_build_lock(root / BUILD_LOCK) if (root / BUILD_LOCK).is_file() else {}
-    # Installed files are fingerprinted for the packages that run the model (the runtime lock); the rest of
-    # the build lock is compared by version, which is all an informational difference needs.
-    env_diff = environment.diff(pins, build_lock, environment.installed(fingerprint=set(pins)))
-    built_profile = json.loads((root / HARDWARE).read_text()) if (root / HARDWARE).is_file() else {}
-    hw_diff = hardware.diff(built_profile, hardware.profile()) if built_profile else []
-
+    env_diff, hw_diff = _differences(package)
     settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
     if threads is not None:
@@ -189,10 +205,7 @@ def verify(
     causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
     report = replace(report, environment=env_diff, hardware=hw_diff, session=to_json(settings))
     try:
-        session = reference.open_session(root / manifest.model.file, settings)
-        feeds = load_npz(root / manifest.reference.inputs)
-        expected = load_npz(root / manifest.reference.outputs)
-        actual = reference.run(session, feeds, manifest.reference.row_batches)
+        expected, actual = _replay(package, settings)
     except MlpackError as exc:
         return finish(message=exc.message, causes=causes)
     except Exception as exc:  # onnxruntime's own failures: the golden inputs no longer run here

@@ -107,3 +107,61 @@ def test_resolve_tolerances_by_kind_then_name() -> None:
     assert override["score"] == Tolerance(atol=1e-3, rtol=0.5)
     assert resolve_tolerances(kinds, 0.01)["probabilities"].atol == 0.01
     assert resolve_tolerances(kinds, 0.01)["label"].atol == 0.0
+
+
+def test_every_declared_and_every_recorded_output_is_compared() -> None:
+    """Nothing goes unchecked: an output missing on either side, or undeclared, fails with the reason."""
+    probs = np.array([[0.9, 0.1]], dtype=np.float32)
+    label = np.array([0], dtype=np.int64)
+    kinds = {"label": "label", "probabilities": "probabilities"}
+    tols = resolve_tolerances(kinds)
+    whole = {"label": label, "probabilities": probs}
+    assert verdict(compare(whole, whole, kinds, tols)) == "identical"
+
+    no_reference = compare({"label": label}, whole, kinds, tols)
+    assert verdict(no_reference) == "mismatch"
+    assert [c.problem for c in no_reference if not c.passed] == ["no reference output was recorded for it"]
+
+    not_produced = compare(whole, {"label": label}, kinds, tols)
+    assert verdict(not_produced) == "mismatch"
+    assert [c.problem for c in not_produced if not c.passed] == ["the model gave no output 'probabilities'"]
+
+    undeclared = compare({**whole, "extra": probs}, {**whole, "extra": probs}, kinds, tols)
+    assert verdict(undeclared) == "mismatch"
+    assert [c.name for c in undeclared if not c.passed] == ["extra"]
+
+    no_tolerance = compare(whole, whole, kinds, {"label": tols["label"]})
+    assert verdict(no_tolerance) == "mismatch"
+
+
+def test_nothing_compared_is_never_identical() -> None:
+    assert verdict([]) == "mismatch"
+
+
+class _LabelsOnly:
+    """A native model whose API gives labels only, like an outlier detector's predict()."""
+
+    name = "labels-only"
+    description = "test family"
+    native_runs = True
+
+    def predict(
+        self, model: object, feeds: dict[str, np.ndarray], output_names: list[str]
+    ) -> dict[str, np.ndarray]:
+        return {output_names[0]: np.array([1, -1], dtype=np.int64)}
+
+
+def test_parity_records_an_output_the_native_model_cannot_give_as_not_compared() -> None:
+    from mlpack import parity
+
+    outputs = {"label": np.array([1, -1], dtype=np.int64), "scores": np.array([[0.2], [-0.1]], dtype=np.float32)}
+    kinds = {"label": "label", "scores": "value"}
+    comparisons, passed = parity.check(
+        _LabelsOnly(),  # type: ignore[arg-type]  # only predict is used
+        None, {"X": np.zeros((2, 4), np.float32)}, outputs, kinds, resolve_tolerances(kinds), accept=False,
+    )  # fmt: skip
+    assert passed
+    by_name = {c.name: c for c in comparisons}
+    assert by_name["label"].identical and by_name["label"].problem is None
+    assert by_name["scores"].problem == "the native model gives no such output: not compared"
+    assert not by_name["scores"].identical  # never claimed as checked

@@ -1,0 +1,122 @@
+"""The command line's shared contract (mlpack/cli): --debug anywhere, one error line, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpack.cli import _take_debug
+from mlpack.cli.common import state
+
+
+def mlpack(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlpack", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("mlpack: error:")]
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    np.save(tmp_path / "s.npy", np.zeros((2, 4), np.float32))
+    return tmp_path / "s.npy"
+
+
+def test_build_fails_in_one_line_without_debug(tmp_path: Path, sample: Path) -> None:
+    result = mlpack("build", "missing.onnx", "--sample", sample.name, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1 and "missing.onnx" in lines[0]
+
+
+def test_debug_after_the_subcommand_is_accepted_and_prints_a_traceback(tmp_path: Path, sample: Path) -> None:
+    result = mlpack("build", "missing.onnx", "--sample", sample.name, "--debug", cwd=tmp_path)
+    assert "No such option" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "UsageError" in result.stderr
+    assert len(error_lines(result)) == 1  # the sentence still comes, after the traceback
+    assert result.stderr.rstrip().splitlines()[-1].startswith("mlpack: error:")
+
+
+def test_debug_between_options_of_a_failing_build(tmp_path: Path, sample: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"unused")
+    result = mlpack("build", "m.onnx", "--debug", "--sample", sample.name, "--threads", "0", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" in result.stderr and "--threads must be a whole number" in result.stderr
+
+
+def test_debug_before_the_subcommand(tmp_path: Path) -> None:
+    result = mlpack("--debug", "verify", "missing-dir", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert error_lines(result) == ["mlpack: error: missing-dir does not exist."]
+
+
+def test_verify_of_a_missing_folder_without_debug(tmp_path: Path) -> None:
+    result = mlpack("verify", "missing-dir", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert error_lines(result) == ["mlpack: error: missing-dir does not exist."]
+
+
+def test_version(tmp_path: Path) -> None:
+    from mlpack import __version__
+
+    result = mlpack("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == f"mlpack {__version__}\n"
+
+
+# ---- _take_debug, the argv filter main() applies
+
+
+@pytest.fixture
+def debug_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(state, "debug", False)
+
+
+@pytest.mark.usefixtures("debug_state")
+def test_take_debug_removes_the_flag_anywhere_and_sets_debug() -> None:
+    assert _take_debug(["build", "m.onnx", "--debug", "--sample", "s.npy"]) == [
+        "build",
+        "m.onnx",
+        "--sample",
+        "s.npy",
+    ]
+    assert state["debug"] is True
+
+
+@pytest.mark.usefixtures("debug_state")
+def test_take_debug_removes_every_copy() -> None:
+    assert _take_debug(["--debug", "verify", "p", "--debug"]) == ["verify", "p"]
+    assert state["debug"] is True
+
+
+@pytest.mark.usefixtures("debug_state")
+def test_take_debug_leaves_arguments_after_a_bare_double_dash() -> None:
+    argv = ["serve", "p", "--", "--debug"]
+    assert _take_debug(argv) == argv
+    assert state["debug"] is False
+    assert _take_debug(["serve", "--debug", "p", "--", "--debug"]) == ["serve", "p", "--", "--debug"]
+    assert state["debug"] is True
+
+
+@pytest.mark.usefixtures("debug_state")
+def test_take_debug_without_the_flag_changes_nothing() -> None:
+    argv = ["build", "m.onnx", "--sample", "s.npy", "--debugger"]
+    assert _take_debug(argv) == argv
+    assert state["debug"] is False
