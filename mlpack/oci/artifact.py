@@ -1,4 +1,4 @@
-"""Push a package to an OCI registry and pull it back, as an OCI artifact (DESIGN.md "Containers").
+"""Push a package to an OCI registry and pull it back, as an OCI artifact (docs/design.md "Registries").
 
 The artifact is one OCI image manifest (``artifactType`` = ``application/vnd.mlpack.package.v1``):
 
