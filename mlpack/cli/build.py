@@ -21,6 +21,7 @@ def parse_lineage(items: list[str]) -> dict[str, str]:
     return lineage
 
 
+# Long only because typer declares each option in the signature; the body is one call into the library.
 @app.command()
 def build(
     model: Annotated[
