@@ -2,7 +2,8 @@
 with mmdebstrap (Debian bookworm's python3), both set up once per session and never faked.
 
 On these machines Podman needs a private mount namespace that hides the hybrid cgroup mount (DESIGN.md).
-A missing tool fails loudly with the install command instead of skipping.
+A missing tool fails loudly with the install command instead of skipping. Below them, the checks the
+container tests share: mlpack's folders left in TMPDIR, and the image contract as a Dockerfile declares it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mlpack.container.contract import SYSTEM_PYTHON, VENV_PYTHON
+
 BASE_IMAGE = "localhost/mlpack-test-base:bookworm"
+NANOSECONDS = 1_000_000_000
 EPOCH = "1700000000"  # mmdebstrap then makes the same tarball every time
 
 
@@ -98,3 +103,67 @@ def base_tarball(cache: Path) -> Path:
                         str(partial)], check=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH}, timeout=900)  # fmt: skip
         partial.rename(tarball)
     return tarball
+
+
+def leftovers(tmp: Path) -> list[str]:
+    """mlpack's temporary folders (build contexts, OCI work folders) still in TMPDIR."""
+    return sorted(path.name for path in tmp.glob("mlpack-*"))
+
+
+def fresh_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    return tmp, {"TMPDIR": str(tmp)}
+
+
+def dockerfile_promises(text: str) -> dict[str, Any]:
+    """User, port, entrypoint and healthcheck as a rendered Dockerfile declares them."""
+    found = {}
+    for line in text.splitlines():
+        keyword, _, rest = line.partition(" ")
+        if keyword in ("USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT"):
+            found[keyword] = rest
+    flags, _, probe = found["HEALTHCHECK"].partition(" CMD ")
+    timings = dict(flag.removeprefix("--").split("=") for flag in flags.split())
+    return {
+        "user": found["USER"],
+        "port": f"{found['EXPOSE']}/tcp",
+        "entrypoint": json.loads(found["ENTRYPOINT"]),
+        "probe": json.loads(probe),
+        "timings": {key: int(value.removesuffix("s")) * NANOSECONDS for key, value in timings.items()},
+    }
+
+
+def assert_same_contract(dockerfile: str, config: dict[str, Any]) -> None:
+    """The rendered Dockerfile and an image config promise the same; only the interpreter differs."""
+    declared = dockerfile_promises(dockerfile)
+    health = config["Healthcheck"]
+    assert config["User"] == declared["user"] == "65532:65532"
+    assert list(config["ExposedPorts"]) == [declared["port"]] == ["8080/tcp"]
+    assert config["Entrypoint"][1:] == declared["entrypoint"][1:]
+    assert declared["entrypoint"][1:5] == ["-m", "mlpack", "serve", "/models/forest"]
+    assert {declared["entrypoint"][0], config["Entrypoint"][0]} == {VENV_PYTHON, SYSTEM_PYTHON}
+    assert health["Test"][0] == "CMD" and health["Test"][2:] == declared["probe"][1:]
+    assert "/v2/health/ready" in declared["probe"][-1]
+    timings = {"interval": health["Interval"], "timeout": health["Timeout"], "start-period": health["StartPeriod"]}
+    assert timings == declared["timings"] == {"interval": 10 * NANOSECONDS, "timeout": 3 * NANOSECONDS,
+                                               "start-period": 30 * NANOSECONDS}  # fmt: skip
+
+
+def empty_base(engine: Any, tmp_path: Path, repository: str = "localhost/mlpack-test-empty") -> str:
+    """A base with no shell and no Python: any build step fails."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"void\n"))
+    (tmp_path / "empty.tar").write_bytes(buffer.getvalue())
+    engine.api.import_image(src=str(tmp_path / "empty.tar"), repository=repository, tag="latest")
+    return f"{repository}:latest"
+
+
+def blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / digest.replace(":", "/")).read_bytes()

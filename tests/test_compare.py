@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpack.compare import (
-    DEFAULT_TOLERANCES,
-    Tolerance,
-    compare,
-    compare_output,
-    resolve_tolerances,
-    verdict,
-)
+from mlpack.compare import DEFAULT_TOLERANCES, compare, compare_output, resolve_tolerances, verdict
+from mlpack.manifest import Tolerance
 
 PROB = DEFAULT_TOLERANCES["probabilities"]
 
@@ -115,7 +109,7 @@ def test_every_declared_and_every_recorded_output_is_compared() -> None:
     label = np.array([0], dtype=np.int64)
     kinds = {"label": "label", "probabilities": "probabilities"}
     tols = resolve_tolerances(kinds)
-    whole = {"label": label, "probabilities": probs}
+    whole: dict[str, np.ndarray] = {"label": label, "probabilities": probs}
     assert verdict(compare(whole, whole, kinds, tols)) == "identical"
 
     no_reference = compare({"label": label}, whole, kinds, tols)
@@ -154,7 +148,10 @@ class _LabelsOnly:
 def test_parity_records_an_output_the_native_model_cannot_give_as_not_compared() -> None:
     from mlpack import parity
 
-    outputs = {"label": np.array([1, -1], dtype=np.int64), "scores": np.array([[0.2], [-0.1]], dtype=np.float32)}
+    outputs: dict[str, np.ndarray] = {
+        "label": np.array([1, -1], dtype=np.int64),
+        "scores": np.array([[0.2], [-0.1]], dtype=np.float32),
+    }
     kinds = {"label": "label", "scores": "value"}
     comparisons, passed = parity.check(
         _LabelsOnly(),  # type: ignore[arg-type]  # only predict is used

@@ -19,6 +19,8 @@ from mlpack.oci.reference import Reference, parse_reference
 from mlpack.package import MANIFEST, open_package
 from tests.conftest import CliRunner
 
+pytestmark = [pytest.mark.registry, pytest.mark.xdist_group("registry")]  # one module registry: one worker
+
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
@@ -373,7 +375,7 @@ def oci_layout(folder: Path) -> dict[str, Any]:
 
     config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
     layer = b"not really a tar, but the registry only checks digests\n"
-    manifest = {
+    manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": spec.IMAGE_MANIFEST,
         "config": spec.descriptor(spec.IMAGE_CONFIG, add(config), len(config)),

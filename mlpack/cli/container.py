@@ -23,7 +23,12 @@ def containerize(
         str, typer.Option(help="Base image with CPython 3.11 (its digest is recorded).")
     ] = DEFAULT_BASE_IMAGE,
     push: Annotated[bool, typer.Option("--push", help="Push the release tag after the gate passes.")] = False,
-    context: Annotated[str | None, typer.Option(help="Keep the rendered build context in this folder.")] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the rendered build context in this folder (else it is removed when the run ends)."
+        ),
+    ] = None,
     engine: Annotated[
         str,
         typer.Option(
@@ -53,7 +58,7 @@ def containerize(
 
             if not out or push:
                 raise UsageError("--engine oci writes an OCI layout: give --out DIR (and push it with skopeo).")
-            written = write_image(package, out, base, tag)
+            written = write_image(package, out, base, tag, Path(context) if context else None)
             emit(written.to_dict(), as_json, lambda: (
                 f"wrote oci:{written.layout}:{written.tag}\n  image digest {written.digest}\n"
                 f"  package {written.package_digest}\n  layers {written.layers}"))  # fmt: skip

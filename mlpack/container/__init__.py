@@ -1,34 +1,41 @@
 """mlpack containerize: a hermetic image from a template, verified inside before it is tagged for release.
 
-Shared here: the build context (package, wheelhouse of the runtime lock, rendered Dockerfile) and the
-image's labels. The engines live beside it: ``engine`` (Docker SDK, Docker or Podman) and ``oci``
-(daemonless OCI layout).
+Shared here: the build context (package, wheelhouse of the runtime lock, rendered Dockerfile), which lives
+only as long as the build unless the caller names a folder to keep it in. Beside it: ``contract`` (what
+every image promises), ``wheels`` (the wheelhouse and mlpack's own wheel), and the engines: ``engine``
+(Docker SDK, Docker or Podman) and ``oci`` (daemonless OCI layout).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mlpack import __version__
+from mlpack.container.contract import DIGEST_LABEL, VENV, VENV_PYTHON, Contract, labels
+from mlpack.container.wheels import MANYLINUX, PYTHON_VERSION, mlpack_wheel, runtime_wheels, source_root
 from mlpack.errors import EngineError, UsageError
 from mlpack.package import RUNTIME_LOCK, Package, open_intact
 
-PYTHON_VERSION = "3.11"  # the base image's CPython (Debian bookworm); the wheelhouse is fetched for it
-MANYLINUX = [f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)] + [
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
-]  # fmt: skip
-DIGEST_LABEL = "org.mlpack.package.digest"
+__all__ = [
+    "DIGEST_LABEL",
+    "MANYLINUX",
+    "PYTHON_VERSION",
+    "Context",
+    "build_context",
+    "dockerfile",
+    "labels",
+    "render",
+    "templates_dir",
+    "verify_report",
+]
 
 
 @dataclass(frozen=True)
@@ -38,90 +45,9 @@ class Context:
     mlpack_wheel: str
 
 
-def labels(package: Package) -> dict[str, str]:
-    """OCI annotations for the image; created comes from SOURCE_DATE_EPOCH (else the package's created)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    created = (
-        dt.datetime.fromtimestamp(int(epoch), dt.UTC).isoformat().replace("+00:00", "Z")
-        if epoch
-        else package.manifest.created
-    )
-    return {
-        "org.opencontainers.image.title": package.name,
-        "org.opencontainers.image.version": package.version,
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.description": f"{package.name} {package.version} served by mlpack (KServe V2)",
-        "org.opencontainers.image.vendor": "mlpack",
-        DIGEST_LABEL: package.digest,
-        "org.mlpack.version": __version__,
-    }
-
-
-def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
-        missing = [
-            line for line in tail.splitlines() if "No matching distribution" in line or "Could not find" in line
-        ]
-        if missing:
-            raise EngineError(f"{what} failed: no wheel for the image's platform ({missing[-1].strip()}).")
-        raise EngineError(f"{what} failed:\n{tail}")
-
-
-def project_root() -> Path:
-    """Where this mlpack's source lives, to build the wheel that goes into the image."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").is_file():
-        raise EngineError("mlpack's source tree is not available to build its wheel; install mlpack from source.")
-    return root
-
-
-def download_wheels(lock: Path, folder: Path) -> None:
-    """Every pinned, hashed requirement as a wheel for the image's platform and Python; no sdists."""
-    platforms = [arg for tag in MANYLINUX for arg in ("--platform", tag)]
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--require-hashes",
-          "--only-binary=:all:", *platforms, "--python-version", PYTHON_VERSION, "--implementation", "cp",
-          "-d", str(folder), "-r", str(lock)], "Downloading the runtime wheels")  # fmt: skip
-
-
-def _source_hash(root: Path) -> str:
-    digest = hashlib.sha256()
-    files = [
-        root / "pyproject.toml",
-        *sorted((root / "mlpack").rglob("*.py")),
-        *sorted((root / "templates").glob("*")),
-    ]
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def build_mlpack_wheel(folder: Path) -> str:
-    """mlpack's own wheel, built once per source state: an unchanged rebuild reuses it."""
-    root = project_root()
-    cache = wheel_cache() / f"mlpack-{_source_hash(root)}"
-    if not any(cache.glob("mlpack-*.whl")):
-        staging = Path(tempfile.mkdtemp(prefix="mlpack-wheel-"))
-        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-              "-w", str(staging), str(root)], "Building mlpack's wheel")  # fmt: skip
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(staging, cache)
-    built = sorted(cache.glob("mlpack-*.whl"))
-    if not built:
-        raise EngineError("Building mlpack's wheel produced no wheel.")
-    shutil.copy2(built[-1], folder / built[-1].name)
-    return built[-1].name
-
-
-def wheel_cache() -> Path:
-    root = os.environ.get("MLPACK_CACHE_DIR") or os.path.join(os.path.expanduser("~/.cache"), "mlpack")
-    return Path(root) / "wheels"
-
-
-def render(package_path: str | Path, base: str, folder: Path | None = None) -> Context:
-    """Lay out a build context; wheels are cached by the runtime lock's hash, so a rebuild fetches nothing."""
+def render(package_path: str | Path, base: str, folder: Path) -> Context:
+    """Lay out a build context in ``folder``; wheels are cached by the runtime lock's hash, so a rebuild
+    fetches nothing."""
     package = open_intact(package_path, "rebuild it: a tampered package is never containerized.")
     lock = package.path / RUNTIME_LOCK
     if not lock.is_file():
@@ -130,29 +56,41 @@ def render(package_path: str | Path, base: str, folder: Path | None = None) -> C
             f"{package.path} has no runtime lock ({reason or 'it was built offline'}); rebuild it where the "
             "package index can be reached."
         )
+    shutil.copytree(package.path, folder / "package", dirs_exist_ok=True)
+    shutil.copy2(lock, folder / "requirements.lock")
+    wheels = folder / "wheels"
+    shutil.copytree(runtime_wheels(lock, package.manifest.files[RUNTIME_LOCK][:16]), wheels, dirs_exist_ok=True)
+    wheel = mlpack_wheel(wheels)
+    (folder / "Dockerfile").write_text(dockerfile(package, base, wheel))
+    return Context(folder=folder, package=package, mlpack_wheel=wheel)
+
+
+@contextmanager
+def build_context(package_path: str | Path, base: str, keep: Path | None = None) -> Iterator[Context]:
+    """A rendered build context for the length of the ``with``: a temporary folder removed afterwards,
+    success or failure (it holds the whole wheelhouse), or ``keep``, which the caller asked to keep."""
+    folder = keep or Path(tempfile.mkdtemp(prefix="mlpack-context-"))
+    try:
+        yield render(package_path, base, folder)
+    finally:
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def dockerfile(package: Package, base: str, wheel: str) -> str:
+    """templates/Dockerfile.j2 rendered with the image contract's values for this package."""
     import jinja2
 
-    context = folder or Path(tempfile.mkdtemp(prefix="mlpack-context-"))
-    shutil.copytree(package.path, context / "package", dirs_exist_ok=True)
-    shutil.copy2(lock, context / "requirements.lock")
-    cache = wheel_cache() / package.manifest.files[RUNTIME_LOCK][:16]
-    if not cache.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix="wheels-", dir=cache.parent if cache.parent.exists() else None))
-        download_wheels(lock, staging)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, cache)
-    wheels = context / "wheels"
-    shutil.copytree(cache, wheels, dirs_exist_ok=True)
-    mlpack_wheel = build_mlpack_wheel(wheels)
-    template = jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=False, keep_trailing_newline=True
-    ).get_template("Dockerfile.j2")
-    text = template.render(
+    )
+    # plain JSON: Jinja's own tojson escapes quotes and < > & for HTML, which a Dockerfile does not undo
+    environment.filters["tojson"] = json.dumps
+    values = Contract(package.name, VENV_PYTHON).template_values()
+    return environment.get_template("Dockerfile.j2").render(
         base=base, name=package.name, version=package.version, digest=package.digest, mlpack_version=__version__,
-        mlpack_wheel=mlpack_wheel, labels=labels(package),
+        mlpack_wheel=wheel, labels=labels(package), venv=VENV, python=VENV_PYTHON, **values,
     )  # fmt: skip
-    (context / "Dockerfile").write_text(text)
-    return Context(folder=context, package=package, mlpack_wheel=mlpack_wheel)
 
 
 def templates_dir() -> Path:
@@ -160,7 +98,10 @@ def templates_dir() -> Path:
     shipped = resources.files("mlpack").joinpath("templates")
     if shipped.is_dir():
         return Path(str(shipped))
-    return project_root() / "templates"
+    root = source_root()
+    if root is None:
+        raise EngineError("mlpack's templates are missing from this installation; reinstall mlpack with pip.")
+    return root / "templates"
 
 
 def verify_report(output: str) -> dict[str, Any]:

@@ -23,23 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpack import __version__
+from mlpack import __version__, clock
 from mlpack.container import MANYLINUX, PYTHON_VERSION, labels, render
+from mlpack.container.contract import DIGEST_LABEL, SYSTEM_PYTHON, Contract
 from mlpack.errors import EngineError, UsageError
+from mlpack.oci.spec import (
+    CREATED,
+    IMAGE_CONFIG,
+    IMAGE_MANIFEST,
+    LAYER_GZIP,
+    LAYER_TAR,
+    blob_path,
+    canonical,
+    descriptor,
+    read_index,
+    write_index,
+)
 
-LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-CONFIG = "application/vnd.oci.image.config.v1+json"
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SITE = "opt/mlpack/site-packages"
-
-
-def _json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _epoch() -> int:
-    return int(os.environ.get("SOURCE_DATE_EPOCH") or 0)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Blob:
     size: int
 
     def descriptor(self) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        return descriptor(self.media_type, self.digest, self.size)
 
 
 class Layout:
@@ -60,18 +61,18 @@ class Layout:
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
     def add(self, data: bytes, media_type: str) -> Blob:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.root / "blobs" / "sha256" / digest
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        path = blob_path(self.root, digest)
         if not path.exists():
             path.write_bytes(data)
-        return Blob(media_type, f"sha256:{digest}", len(data))
+        return Blob(media_type, digest, len(data))
 
     def add_file(self, source: Path, media_type: str) -> Blob:
         digest = hashlib.sha256()
         with open(source, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        target = self.root / "blobs" / "sha256" / digest.hexdigest()
+        target = blob_path(self.root, f"sha256:{digest.hexdigest()}")
         if not target.exists():
             shutil.copyfile(source, target)
         return Blob(media_type, f"sha256:{digest.hexdigest()}", target.stat().st_size)
@@ -79,7 +80,7 @@ class Layout:
 
 def deterministic_tar(tree: Path, prefix: str = "") -> bytes:
     """A tar of ``tree`` (under ``prefix``) that depends only on file names, contents and executable bits."""
-    epoch = _epoch()
+    epoch = clock.source_date_epoch() or 0
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         parts = [p for p in Path(prefix).parts if p]
@@ -115,43 +116,47 @@ def gzip_bytes(data: bytes) -> bytes:
 def _base(base: str, layout: Layout) -> tuple[list[Blob], dict[str, Any]]:
     """The base's layers (copied into the layout as they are) and its config."""
     if base.startswith("oci:"):
-        spec = base[4:]
-        folder, _, tag = spec.partition(":")
-        root = Path(folder)
-        if not (root / "index.json").is_file():
-            raise EngineError(f"The base {base} is missing: {root} holds no OCI layout (index.json).")
-        index = json.loads((root / "index.json").read_text())
-        manifests = index.get("manifests", [])
-        if tag:
-            manifests = [
-                m for m in manifests if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
-            ]
-        if len(manifests) != 1:
-            raise EngineError(f"The base {base} names {len(manifests)} images; give one tag (oci:DIR:TAG).")
-
-        def blob(digest: str) -> Path:
-            return root / "blobs" / digest.replace(":", "/")
-
-        manifest = json.loads(blob(manifests[0]["digest"]).read_bytes())
-        config = json.loads(blob(manifest["config"]["digest"]).read_bytes())
-        layers = [layout.add_file(blob(layer["digest"]), layer["mediaType"]) for layer in manifest["layers"]]
-        return layers, config
+        return _oci_base(base, layout)
     if base.startswith("docker-archive:"):
         archive = Path(base.split(":", 1)[1])
         if not archive.is_file():
             raise EngineError(f"The base {base} is missing: no such file.")
-        with tarfile.open(archive) as tar:
-            entry = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
-            config = json.load(tar.extractfile(entry["Config"]))  # type: ignore[arg-type]
-            layers = [layout.add(tar.extractfile(name).read(), LAYER_TAR) for name in entry["Layers"]]  # type: ignore[union-attr]
-        return layers, config
+        layers, raw = _docker_archive(archive, layout)
+        return layers, json.loads(raw)
     rootfs = Path(base)
     if not rootfs.is_file():
         raise EngineError(f"The base {base} is missing: give oci:DIR[:TAG], docker-archive:FILE or a rootfs tar.")
     layer = layout.add_file(rootfs, LAYER_TAR)
-    config = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-              "rootfs": {"type": "layers", "diff_ids": [layer.digest]}, "history": [{"created_by": f"rootfs {rootfs.name}"}]}  # fmt: skip
+    config: dict[str, Any] = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+                              "rootfs": {"type": "layers", "diff_ids": [layer.digest]}, "history": [{"created_by": f"rootfs {rootfs.name}"}]}  # fmt: skip
     return [layer], config
+
+
+def _oci_base(base: str, layout: Layout) -> tuple[list[Blob], dict[str, Any]]:
+    folder, _, tag = base.removeprefix("oci:").partition(":")
+    root = Path(folder)
+    try:
+        manifests = read_index(root, tag or None)
+    except FileNotFoundError:
+        raise EngineError(f"The base {base} is missing: {root} holds no OCI layout (index.json).") from None
+    if len(manifests) != 1:
+        raise EngineError(f"The base {base} names {len(manifests)} images; give one tag (oci:DIR:TAG).")
+    manifest = json.loads(blob_path(root, manifests[0]["digest"]).read_bytes())
+    config = json.loads(blob_path(root, manifest["config"]["digest"]).read_bytes())
+    layers = [
+        layout.add_file(blob_path(root, layer["digest"]), layer["mediaType"]) for layer in manifest["layers"]
+    ]
+    return layers, config
+
+
+def _docker_archive(archive: Path, layout: Layout) -> tuple[list[Blob], bytes]:
+    """The archive's layers and its config's bytes, unchanged, so the config keeps the digest (the image id)
+    that the engine gave it."""
+    with tarfile.open(archive) as tar:
+        entry = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+        layers = [layout.add(tar.extractfile(name).read(), LAYER_TAR) for name in entry["Layers"]]  # type: ignore[union-attr]
+    return layers, config
 
 
 def _install_runtime(wheels: Path, lock: Path, mlpack_wheel: str, target: Path) -> None:
@@ -167,19 +172,53 @@ def _install_runtime(wheels: Path, lock: Path, mlpack_wheel: str, target: Path) 
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts carry this machine's interpreter path
 
 
+def _finish(layout: Layout, config: bytes, layers: list[Blob], ref: str, annotations: dict[str, str]) -> Blob:
+    """Config, manifest and index.json: the image named ``ref`` in the layout."""
+    config_blob = layout.add(config, IMAGE_CONFIG)
+    manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": IMAGE_MANIFEST, "config": config_blob.descriptor(),
+                                "layers": [layer.descriptor() for layer in layers]}  # fmt: skip
+    if annotations:
+        manifest["annotations"] = annotations
+    manifest_blob = layout.add(canonical(manifest), IMAGE_MANIFEST)
+    write_index(layout.root, manifest_blob.descriptor(), ref)
+    return manifest_blob
+
+
 def layout_from_archive(archive: Path, folder: Path, tag: str) -> Path:
-    """A docker-archive (as an engine saves an image) rewritten as an OCI layout, layers unchanged."""
+    """A docker-archive (as an engine saves an image) rewritten as an OCI layout, layers and config unchanged."""
     layout = Layout(folder)
-    layers, config = _base(f"docker-archive:{archive}", layout)
-    config_blob = layout.add(_json(config), CONFIG)
-    manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": config_blob.descriptor(),
-                "layers": [layer.descriptor() for layer in layers]}  # fmt: skip
-    manifest_blob = layout.add(_json(manifest), MANIFEST)
-    descriptor = {**manifest_blob.descriptor(), "annotations": {"org.opencontainers.image.ref.name": tag}}
-    (folder / "oci-layout").write_bytes(_json({"imageLayoutVersion": "1.0.0"}))
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor]}
-    (folder / "index.json").write_bytes(_json(index))
+    layers, config = _docker_archive(archive, layout)
+    _finish(layout, config, layers, tag, {})
     return folder
+
+
+def image_config(
+    base_config: dict[str, Any], contract: Contract, image_labels: dict[str, str], layers: list[bytes]
+) -> dict[str, Any]:
+    """The base's config with the contract's promises on top, and a diff id and history line per layer
+    (``layers``: the uncompressed runtime and package layers)."""
+    inherited = dict(base_config.get("config") or {})
+    env = [e for e in inherited.get("Env") or [] if not e.startswith("PYTHONPATH=")]
+    created = image_labels[CREATED] or clock.iso(0)
+    promised = contract.image_config({**(inherited.get("Labels") or {}), **image_labels})
+    steps = [
+        f"mlpack {__version__}: runtime lock installed (pip --no-index --require-hashes)",
+        f"mlpack {__version__}: package {image_labels[DIGEST_LABEL]} at {contract.models}",
+    ]
+    return {
+        "architecture": base_config.get("architecture", "amd64"),
+        "os": base_config.get("os", "linux"),
+        "created": created,
+        "config": {**inherited, **promised, "Env": [*env, f"PYTHONPATH=/{SITE}", "PYTHONDONTWRITEBYTECODE=1"]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [
+                *base_config["rootfs"]["diff_ids"],
+                *(f"sha256:{hashlib.sha256(t).hexdigest()}" for t in layers),
+            ],
+        },
+        "history": [*(base_config.get("history") or []), *({"created": created, "created_by": s} for s in steps)],
+    }
 
 
 @dataclass(frozen=True)
@@ -194,8 +233,11 @@ class OciResult:
         return dict(self.__dict__)
 
 
-def write_image(package: str | Path, out: str | Path, base: str, tag: str | None = None) -> OciResult:
-    """Write the image as an OCI layout at ``out``; nothing is left there on failure."""
+def write_image(
+    package: str | Path, out: str | Path, base: str, tag: str | None = None, context_dir: Path | None = None
+) -> OciResult:
+    """Write the image as an OCI layout at ``out``; nothing is left there on failure, and nothing in the
+    temporary folder in any case (the rendered context only in ``context_dir``, when it is given)."""
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty: give a new folder for the OCI layout.")
@@ -204,90 +246,22 @@ def write_image(package: str | Path, out: str | Path, base: str, tag: str | None
     try:
         layout = Layout(partial)
         base_layers, base_config = _base(base, layout)
-        context = render(package, base, work / "context")
-        name = context.package.name
+        context = render(package, base, context_dir or work / "context")
+        contract = Contract(context.package.name, SYSTEM_PYTHON)
         _install_runtime(context.folder / "wheels", context.folder / "requirements.lock", context.mlpack_wheel,
                          work / "runtime")  # fmt: skip
         runtime_tar = deterministic_tar(work / "runtime", SITE)
-        package_tar = deterministic_tar(context.folder / "package", f"models/{name}")
-        runtime = layout.add(gzip_bytes(runtime_tar), LAYER)
-        model = layout.add(gzip_bytes(package_tar), LAYER)
+        package_tar = deterministic_tar(context.folder / "package", contract.models.lstrip("/"))
+        runtime = layout.add(gzip_bytes(runtime_tar), LAYER_GZIP)
+        model = layout.add(gzip_bytes(package_tar), LAYER_GZIP)
         image_labels = labels(context.package)
-        inherited = dict(base_config.get("config") or {})
-        env = [e for e in inherited.get("Env") or [] if not e.startswith("PYTHONPATH=")]
-        created = image_labels["org.opencontainers.image.created"] or "1970-01-01T00:00:00Z"
-        config = {
-            "architecture": base_config.get("architecture", "amd64"),
-            "os": base_config.get("os", "linux"),
-            "created": created,
-            "config": {
-                **inherited,
-                "Env": [*env, f"PYTHONPATH=/{SITE}", "PYTHONDONTWRITEBYTECODE=1"],
-                "User": "65532:65532",
-                "ExposedPorts": {"8080/tcp": {}},
-                "Entrypoint": [
-                    "/usr/bin/python3",
-                    "-m",
-                    "mlpack",
-                    "serve",
-                    f"/models/{name}",
-                    "--host",
-                    "0.0.0.0",
-                    "--port",
-                    "8080",
-                ],
-                "Cmd": None,
-                "Labels": {**(inherited.get("Labels") or {}), **image_labels},
-                "Healthcheck": {
-                    "Test": [
-                        "CMD",
-                        "/usr/bin/python3",
-                        "-c",
-                        "import sys, urllib.request; sys.exit("
-                        "urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=2).status != 200)",
-                    ],
-                    "Interval": 10_000_000_000,
-                    "Timeout": 3_000_000_000,
-                },
-            },
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": [
-                    *base_config["rootfs"]["diff_ids"],
-                    "sha256:" + hashlib.sha256(runtime_tar).hexdigest(),
-                    "sha256:" + hashlib.sha256(package_tar).hexdigest(),
-                ],
-            },
-            "history": [
-                *(base_config.get("history") or []),
-                {
-                    "created": created,
-                    "created_by": f"mlpack {__version__}: runtime lock installed (pip --no-index --require-hashes)",
-                },
-                {
-                    "created": created,
-                    "created_by": f"mlpack {__version__}: package {context.package.digest} at /models/{name}",
-                },
-            ],
-        }
-        config_blob = layout.add(_json(config), CONFIG)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "config": config_blob.descriptor(),
-            "layers": [blob.descriptor() for blob in [*base_layers, runtime, model]],
-            "annotations": image_labels,
-        }
-        manifest_blob = layout.add(_json(manifest), MANIFEST)
-        ref = tag or f"{name}-{context.package.version}"
-        descriptor = {**manifest_blob.descriptor(), "annotations": {"org.opencontainers.image.ref.name": ref}}
-        (partial / "oci-layout").write_bytes(_json({"imageLayoutVersion": "1.0.0"}))
-        (partial / "index.json").write_bytes(_json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor]}))  # fmt: skip
+        config = image_config(base_config, contract, image_labels, [runtime_tar, package_tar])
+        ref = tag or f"{context.package.name}-{context.package.version}"
+        manifest = _finish(layout, canonical(config), [*base_layers, runtime, model], ref, image_labels)
         if target.exists():
             target.rmdir()
         os.replace(partial, target)
-        return OciResult(layout=str(target), tag=ref, digest=manifest_blob.digest,
-                         package_digest=context.package.digest,
+        return OciResult(layout=str(target), tag=ref, digest=manifest.digest, package_digest=context.package.digest,
                          layers={"runtime": runtime.size, "package": model.size})  # fmt: skip
     finally:
         shutil.rmtree(partial, ignore_errors=True)
