@@ -13,6 +13,7 @@ from mlpack.cli.common import JsonOpt, QuietOpt, app, emit, progress_printer, ru
 from mlpack.options import DEFAULT_BASE_IMAGE
 
 
+# Long only because typer declares each option in the signature; the body picks an engine and calls it.
 @app.command()
 def containerize(
     package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
