@@ -1,12 +1,13 @@
 """Wall time of `mlpack verify PKG` against the least a user could do by hand: onnxruntime + numpy.
 
 Both are timed as whole commands (interpreter start and imports included), interleaved, so that a noisy
-machine slows both alike. Target: verify takes at most twice the bare check (median against median).
+machine slows both alike. Target: verify takes at most 1.5 times the bare check (median against median).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,8 +15,6 @@ import time
 from pathlib import Path
 
 from _common import MLPACK, build_iris, conclude, median, p90
-
-TARGET_RATIO = 2.0
 
 # One run of the golden inputs with the session options mlpack records (1 intra-op thread), compared bitwise.
 BARE_CHECK = """
@@ -34,9 +33,16 @@ sys.exit(0 if same else 1)
 """
 
 
+# Both commands run as an installed mlpack would: with bytecode caching on. Where PYTHONDONTWRITEBYTECODE is set
+# (as on the development machines), an editable mlpack recompiles every module on every run, which a user's
+# installed wheel (compiled at install) never does; numpy and onnxruntime have their .pyc files either way.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+TARGET_RATIO = 1.5
+
+
 def timed(command: list[str]) -> float:
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"{command[:3]} failed with exit code {result.returncode}:\n{result.stdout}{result.stderr}")

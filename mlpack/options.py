@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -136,6 +135,8 @@ def from_file(start: Path | None = None) -> dict[str, Any]:
     pyproject = find_pyproject(here)
     if pyproject is None:
         return {}
+    import tomllib  # here, not at the top: every command imports this module for its defaults
+
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))  # TOML is UTF-8 whatever the locale
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
