@@ -13,8 +13,10 @@ import typer
 
 app = typer.Typer(
     help="Package a trained model so that it gives the same answers on the next machine, and prove it.\n\n"
-    "  mlpack build model.skops --sample sample.npy --name churn --version 3\n\n"
-    "  mlpack verify dist/churn-3            # exit 0 identical/equivalent, 1 mismatch, 3 tampered\n\n"
+    "\b\n"  # click keeps this paragraph's lines as written
+    "  mlpack build model.skops --sample sample.npy --name churn --version 3\n"
+    "  mlpack verify dist/churn-3     # 0 identical/equivalent, 1 mismatch, 3 tampered\n"
+    "  mlpack containerize dist/churn-3 --tag registry.example/churn:3\n\n"
     "Exit codes: 0 success, 1 outputs differ, 2 bad input, 3 integrity, 4 environment cannot run the model, "
     "5 engine, registry or index failure. Add --debug anywhere for tracebacks.",
     no_args_is_help=True,
