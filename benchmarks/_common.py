@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
-COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
+COMPARE: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
 
 
 def conclude(what: str, value: float, limit: float, unit: str = "", op: str = "<=") -> bool:

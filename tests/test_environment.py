@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaging.pylock import Pylock
+from packaging.pylock import Package, Pylock
 
 import mlpack
 from mlpack import environment, locks, options
@@ -23,7 +23,7 @@ def test_build_lock_is_valid_pep751_with_urls_hashes_and_fingerprints(built: Pat
     text = (built / "env/pylock.toml").read_text()
     assert "file://" not in text and "/opt/" not in text  # never machine-local locations
     lock = Pylock.from_dict(tomllib.loads(text))  # packaging's own validation
-    by_name = {p.name: p for p in lock.packages}
+    by_name: dict[str, Package] = {p.name: p for p in lock.packages}
     here = environment.installed()
     numpy_entry = by_name["numpy"]
     assert str(numpy_entry.version) == np.__version__
@@ -147,13 +147,16 @@ def test_same_wheel_anywhere_has_the_same_fingerprint_and_a_rebuilt_one_does_not
     probe = (
         "import json,sys; from mlpack import environment as e; print(e.installed()['threadpoolctl'].record_sha256)"
     )
-    run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", probe],
-        env={**os.environ, "PYTHONPATH": str(alt)},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+
+    def run() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, "PYTHONPATH": str(alt)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
     assert run() == here.record_sha256  # installed elsewhere, by another installer run: same fingerprint
     record = next(alt.glob("threadpoolctl-*.dist-info")) / "RECORD"
     lines = record.read_text().splitlines()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,8 @@ def table() -> tuple[Any, np.ndarray]:
 def assert_identical(path: Path) -> dict[str, Any]:
     report = mlpack.verify(path)
     assert report.verdict == "identical", report.message
-    return json.loads((path / "mlpack.json").read_text())
+    manifest: dict[str, Any] = json.loads((path / "mlpack.json").read_text())
+    return manifest
 
 
 # ---- PyTorch
@@ -91,7 +94,8 @@ def test_torch_export_program_and_torchscript_through_the_cli(mlp: Any, X: np.nd
     batch = torch.export.Dim("batch")
     torch.export.save(torch.export.export(mlp, (torch.from_numpy(X[:4]),), dynamic_shapes=({0: batch},)),
                       tmp_path / "mlp.pt2")  # fmt: skip
-    torch.jit.trace(mlp, torch.from_numpy(X[:4])).save(str(tmp_path / "mlp.pt"))
+    traced = torch.jit.trace(mlp, torch.from_numpy(X[:4]))  # type: ignore[no-untyped-call]  # torch leaves it untyped
+    traced.save(str(tmp_path / "mlp.pt"))
     np.save(tmp_path / "sample.npy", X[:10])
     for model in ("mlp.pt2", "mlp.pt"):
         result = cli("build", tmp_path / model, "--sample", tmp_path / "sample.npy", "--out", tmp_path / model[4:],
@@ -141,13 +145,14 @@ def test_large_models_use_external_data_hashed_like_every_file(
 @pytest.mark.parametrize("kind", ["classifier", "regressor", "booster"])
 def test_xgboost(kind: str, iris: tuple[np.ndarray, np.ndarray], X: np.ndarray, tmp_path: Path) -> None:
     y = iris[1]
-    model = {
+    fits: dict[str, Callable[[], Any]] = {
         "classifier": lambda: xgb.XGBClassifier(n_estimators=10, max_depth=3).fit(X, y),
         "regressor": lambda: xgb.XGBRegressor(n_estimators=10, max_depth=3).fit(X[:, :3], X[:, 3]),
         "booster": lambda: xgb.train(
             {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}, xgb.DMatrix(X, label=y), 10
         ),
-    }[kind]()
+    }
+    model = fits[kind]()
     sample = X[:, :3] if kind == "regressor" else X
     package = mlpack.build(model, sample=sample, out=tmp_path, resolve=False)
     m = assert_identical(package.path)
@@ -179,11 +184,12 @@ def test_xgboost_model_files_through_the_cli(iris: tuple[np.ndarray, np.ndarray]
 @pytest.mark.parametrize("kind", ["classifier", "regressor", "booster"])
 def test_lightgbm(kind: str, iris: tuple[np.ndarray, np.ndarray], X: np.ndarray, tmp_path: Path) -> None:
     y = iris[1]
-    model = {
+    fits: dict[str, Callable[[], Any]] = {
         "classifier": lambda: lgb.LGBMClassifier(n_estimators=10, verbose=-1).fit(X, y),
         "regressor": lambda: lgb.LGBMRegressor(n_estimators=10, verbose=-1).fit(X[:, :3], X[:, 3]),
         "booster": lambda: lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(X, label=(y == 1)), 10),
-    }[kind]()
+    }
+    model = fits[kind]()
     package = mlpack.build(model, sample=X[:, :3] if kind == "regressor" else X, out=tmp_path, resolve=False)
     m = assert_identical(package.path)
     assert m["source"]["framework"] == "lightgbm"
@@ -226,7 +232,7 @@ def test_column_transformer_over_mixed_columns_from_csv_and_npz(table: tuple[Any
     model = make_pipeline(columns, LogisticRegression()).fit(frame, labels)
     sio.dump(model, tmp_path / "churn.skops")
     frame.to_csv(tmp_path / "sample.csv", index=False)
-    np.savez(tmp_path / "sample.npz", **{c: frame[c].to_numpy().astype((frame[c].dtype.kind == "O" and str) or float)
+    np.savez(tmp_path / "sample.npz", **{c: frame[c].to_numpy().astype(str if frame[c].dtype.kind == "O" else float)
                                          for c in frame.columns})  # fmt: skip
     for sample in ("sample.csv", "sample.npz"):
         untrusted = ["numpy.dtypes.StrDType", "numpy.dtypes.ObjectDType", "builtins.str", "builtins.object"]
@@ -340,9 +346,11 @@ def test_same_model_same_bytes(family: str, mlp: Any, iris: tuple[np.ndarray, np
 
 def test_third_party_converter_from_an_entry_point(tmp_path: Path) -> None:
     site = tmp_path / "site"
+    # pip builds inside the folder it installs from: a copy keeps build/ and *.egg-info out of the checkout
+    plugin = shutil.copytree(PLUGIN, tmp_path / "plugin", ignore=shutil.ignore_patterns("build", "*.egg-info"))
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-         str(site), str(PLUGIN)],
+         str(site), str(plugin)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr

@@ -17,13 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from mlpack.errors import UsageError
 from mlpack.manifest import Tolerance
 from mlpack.options import DEFAULT_OPSET, DEFAULT_PRECISION
+
+if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
+    import onnx
 
 ENTRY_POINT_GROUP = "mlpack.converters"
 
@@ -44,7 +47,7 @@ class Trust:
 
 @dataclass(frozen=True)
 class Converted:
-    model: Any  # onnx.ModelProto: kept as a message, since models over 2 GB cannot be serialised in one piece
+    model: onnx.ModelProto  # kept as a message, since models over 2 GB cannot be serialised in one piece
     input_cast: dict[str, str] = field(default_factory=dict)  # input -> "float64->float32" where narrowed
     details: dict[str, Any] = field(default_factory=dict)  # recorded in the manifest (exporter used, opset cap)
 

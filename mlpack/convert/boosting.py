@@ -4,13 +4,16 @@ converted through onnxmltools. Each family's own module (xgboost.py, lightgbm.py
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from mlpack.convert import Converted, ConvertOptions, Description, class_name, require, top_module
 from mlpack.errors import ConversionError, UsageError
 from mlpack.manifest import Tolerance
+
+if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
+    import onnx
 
 ONNXMLTOOLS_MAX_OPSET = 15  # onnxmltools refuses anything newer for these converters
 # About 15-100x the worst parity and thread replay measured here: classifiers 1.2e-7 abs on probabilities,
@@ -39,7 +42,7 @@ def _classifier_outputs(probabilities: np.ndarray) -> list[np.ndarray]:
     return [probabilities.argmax(axis=1).astype(np.int64), probabilities]
 
 
-def _batch_dims(model: Any) -> None:
+def _batch_dims(model: onnx.ModelProto) -> None:
     """LightGBM's converter declares the label output as shape [1]; it is one label per row."""
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim

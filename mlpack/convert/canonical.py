@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
+    import onnx
 
 GRAPH_NAME = "mlpack"
 EXTERNAL_DATA = "model.onnx.data"
@@ -20,7 +23,7 @@ def external_data_threshold() -> int:
     return int(os.environ.get("MLPACK_EXTERNAL_DATA_BYTES") or PROTOBUF_LIMIT)
 
 
-def _strip_graph(graph: Any) -> None:
+def _strip_graph(graph: onnx.GraphProto) -> None:
     graph.doc_string = ""
     for node in graph.node:
         node.doc_string = ""
@@ -31,7 +34,14 @@ def _strip_graph(graph: Any) -> None:
                 _strip_graph(attribute.g)
             for subgraph in attribute.graphs:
                 _strip_graph(subgraph)
-    for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+    # annotated: mypy would join the two message types to their common base, which has no doc_string
+    values: list[onnx.ValueInfoProto | onnx.TensorProto] = [
+        *graph.input,
+        *graph.output,
+        *graph.value_info,
+        *graph.initializer,
+    ]
+    for value in values:
         value.doc_string = ""
         if hasattr(value, "metadata_props"):
             del value.metadata_props[:]
@@ -39,7 +49,7 @@ def _strip_graph(graph: Any) -> None:
         del graph.metadata_props[:]
 
 
-def canonicalise(model: Any) -> Any:
+def canonicalise(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy with a fixed graph name, no doc strings or metadata, and one sorted entry per opset domain."""
     import onnx
 
@@ -62,11 +72,11 @@ def canonicalise(model: Any) -> Any:
     return copy
 
 
-def serialise(model: Any) -> bytes:
+def serialise(model: onnx.ModelProto) -> bytes:
     return bytes(model.SerializeToString(deterministic=True))
 
 
-def write_model(model: Any, folder: Path, filename: str = "model.onnx") -> list[str]:
+def write_model(model: onnx.ModelProto, folder: Path, filename: str = "model.onnx") -> list[str]:
     """Write the canonical model; return the file names written (the graph, and external data if any)."""
     import onnx
 

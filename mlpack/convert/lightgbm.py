@@ -4,13 +4,16 @@ down to float32 so that every float32 input takes the native branch."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from mlpack.convert import Converted, ConvertOptions, Trust, require
 from mlpack.convert.boosting import BoostedTrees
 from mlpack.errors import UsageError
+
+if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
+    import onnx
 
 
 def _round_down(threshold: float) -> np.float32:
@@ -38,7 +41,7 @@ def _lightgbm_thresholds(model: Any) -> dict[tuple[int, int, float], float]:
     return found
 
 
-def _repair_thresholds(onx: Any, thresholds: dict[tuple[int, int, float], float]) -> int:
+def _repair_thresholds(onx: onnx.ModelProto, thresholds: dict[tuple[int, int, float], float]) -> int:
     """onnxmltools rounds LightGBM's double thresholds to the nearest float32; where that lands on a float32
     input value above the true threshold, the ONNX tree takes the other branch (seen here: 1.27 off on a
     regressor). Rounding down restores the native decision for every float32 input. Returns nodes changed."""

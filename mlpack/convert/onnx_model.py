@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlpack.convert import Converted, ConvertOptions, Description, Trust
 from mlpack.errors import UsageError
 
+if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
+    import onnx
 
-def load_onnx(source: Any, origin: str) -> Any:
+
+def load_onnx(source: Any, origin: str) -> onnx.ModelProto:
     """An onnx.ModelProto from a path, bytes or a ModelProto, checked; one clear sentence when it is not ONNX."""
     import onnx
 
+    model: onnx.ModelProto
     if type(source).__name__ == "ModelProto":
         model = source
     else:

@@ -15,13 +15,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from mlpack.convert import Converted, ConvertOptions, Description, Trust, class_name, require
 from mlpack.errors import ConversionError, UsageError
 from mlpack.manifest import Tolerance
+
+if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
+    import onnx
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset 18 and newer
 # About 40-400x the worst parity measured here (MLP 1.2e-7, CNN 2.4e-7 abs): graph optimisation levels
@@ -127,7 +130,7 @@ class TorchConverter:
         return Converted(model=onx, input_cast=casts, details=details)
 
     def _dynamo(self, model: Any, example: tuple[Any, ...], names: list[str], outputs: list[str],
-                options: ConvertOptions) -> Any:  # fmt: skip
+                options: ConvertOptions) -> onnx.ModelProto:  # fmt: skip
         import torch
 
         opset = max(options.opset, DYNAMO_MIN_OPSET)
@@ -142,7 +145,7 @@ class TorchConverter:
         return program.model_proto
 
     def _legacy(self, model: Any, example: tuple[Any, ...], names: list[str], outputs: list[str],
-                options: ConvertOptions) -> Any:  # fmt: skip
+                options: ConvertOptions) -> onnx.ModelProto:  # fmt: skip
         import onnx
         import torch
 
