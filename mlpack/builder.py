@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from mlpack.package import (
 )  # fmt: skip
 from mlpack.sample import fit_to_inputs, load_sample
 
+if TYPE_CHECKING:
+    import onnx
+
 Progress = Callable[[str], None]
 
 
@@ -85,7 +88,7 @@ def build(
     threads: int | None = None,
     opset: int | None = None,
     precision: str | None = None,
-    onnx: Any = None,
+    onnx: str | Path | bytes | onnx.ModelProto | None = None,
     resolve: bool = True,
     index_url: str | None = None,
     lineage: Mapping[str, Any] | None = None,
@@ -137,7 +140,7 @@ class Job:
     native: Any
     converter: Converter
     converted: Converted
-    canonical: Any  # onnx.ModelProto
+    canonical: onnx.ModelProto
     conversion_s: float
     supplied_onnx: bool
     resolve: bool
@@ -202,7 +205,11 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _convert(
-    converter: Converter, model: Any, arrays: dict[str, np.ndarray], options: ConvertOptions, onnx_file: Any
+    converter: Converter,
+    model: Any,
+    arrays: dict[str, np.ndarray],
+    options: ConvertOptions,
+    onnx_file: str | Path | bytes | onnx.ModelProto | None,
 ) -> tuple[Converted, float]:
     started = time.perf_counter()
     if onnx_file is not None:

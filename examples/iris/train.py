@@ -40,7 +40,7 @@ def main() -> int:
         force=True,
         lineage={"dataset": "sklearn.datasets.load_iris", "test_accuracy": forest.score(X_test, y_test)},
     )
-    print(f"built {package.path} {package.digest} (parity {package.parity['status']})")
+    print(f"built {package.path} {package.digest} (parity {package.manifest.parity.status})")
 
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X_train, y_train)
     print(f"pipeline accuracy {pipeline.score(X_test, y_test):.3f}")

@@ -23,8 +23,8 @@ def main() -> int:
     )
     print(f"lightgbm R^2 {model.score(X[350:], y[350:]):.3f}")
     package = mlpack.build(model, sample=X[350:], name="diabetes-lgbm", version="1", out=DIST, force=True)
-    print(f"built {package.path}; parity {package.parity['status']}, "
-          f"max abs {package.parity['outputs'][0]['max_abs']:.2g}")  # fmt: skip
+    print(f"built {package.path}; parity {package.manifest.parity.status}, "
+          f"max abs {package.manifest.parity.outputs[0]['max_abs']:.2g}")  # fmt: skip
 
     model.booster_.save_model(DIST / "model.txt")
     np.save(DIST / "sample.npy", X[350:])

@@ -44,7 +44,7 @@ def main() -> int:
     print(f"iris-net accuracy {accuracy:.3f}")
 
     package = mlpack.build(net, sample=X[::5], name="iris-net", version="1", out=DIST, force=True)
-    print(f"built {package.path} with the {package.manifest['source']['exporter']} exporter")
+    print(f"built {package.path} with the {package.manifest.source.details['exporter']} exporter")
 
     program = torch.export.export(net, (inputs[:4],), dynamic_shapes=({0: torch.export.Dim("batch")},))
     DIST.mkdir(parents=True, exist_ok=True)
