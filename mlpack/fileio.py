@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +36,8 @@ def canonical_json(data: Any) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write beside the target, fsync, then rename: readers see the old file or the new one, never half."""
+    import tempfile  # here: verify, which writes nothing, should not pay for importing it
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

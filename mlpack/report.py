@@ -67,14 +67,12 @@ def render_verify(report: Report) -> str:
         )
         lines += _changes(runtime, 50)
         significant = [c for c in build if c["change"] != "extra"]
-        lines.append(
-            "  build env    "
-            + (
-                "matches the build lock"
-                if not significant
-                else f"{len(significant)} difference(s) from the build lock (informational)"
-            )
-        )
+        if not report.build_env_compared:
+            lines.append("  build env    not compared: nothing to explain (--full compares it)")
+        elif not significant:
+            lines.append("  build env    matches the build lock")
+        else:
+            lines.append(f"  build env    {len(significant)} difference(s) from the build lock (informational)")
         lines += _changes(significant, 8)
         numeric = [c for c in report.hardware if c["moves_numbers"]]
         lines.append(

@@ -46,6 +46,7 @@ class Report:
     session: dict[str, Any] = field(default_factory=dict)
     causes: list[str] = field(default_factory=list)
     strict: bool = False
+    build_env_compared: bool = False  # the build lock is compared when something needs explaining, or on request
     seconds: float = 0.0
 
     @property
@@ -67,6 +68,7 @@ class Report:
             "session": self.session,
             "integrity": [vars(p) for p in self.integrity],
             "environment": self.environment,
+            "build_environment_compared": self.build_env_compared,
             "hardware": self.hardware,
             "outputs": [c.to_dict() for c in self.outputs],
             "causes": self.causes,
@@ -141,22 +143,34 @@ def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison]
     return "Outputs differ beyond tolerance: " + "; ".join(parts) + "."
 
 
-def _differences(package: Package) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """The environment and hardware here against what the package recorded."""
-    manifest, root = package.manifest, package.path
-    runtime_lock = root / RUNTIME_LOCK
-    pins = (
-        environment.parse_requirements_lock(runtime_lock.read_text())
-        if runtime_lock.is_file()
-        else {k: v for k, v in manifest.environment.runtime.items() if v}
-    )
-    build_lock = environment.read_build_lock(root / BUILD_LOCK) if (root / BUILD_LOCK).is_file() else {}
-    # Installed files are fingerprinted for the packages that run the model (the runtime lock); the rest of
-    # the build lock is compared by version, which is all an informational difference needs.
-    env_diff = environment.diff(pins, build_lock, environment.installed(fingerprint=set(pins)))
-    built_profile = json.loads((root / HARDWARE).read_text()) if (root / HARDWARE).is_file() else {}
-    hw_diff = hardware.diff(built_profile, hardware.profile()) if built_profile else []
-    return env_diff, hw_diff
+def _runtime_pins(package: Package) -> dict[str, str]:
+    runtime_lock = package.path / RUNTIME_LOCK
+    if runtime_lock.is_file():
+        return environment.parse_requirements_lock(runtime_lock.read_text())
+    return {k: v for k, v in package.manifest.environment.runtime.items() if v}
+
+
+def _environment_diff(package: Package, with_build_lock: bool) -> dict[str, list[dict[str, Any]]]:
+    """This environment against the runtime lock, and against the build lock when asked.
+
+    Installed files are fingerprinted for the packages that run the model (the runtime lock); the rest of
+    the build lock is compared by version, all an informational difference needs. Comparing the build lock
+    means reading every installed distribution and parsing pylock.toml (~15 ms a run), so verify does it
+    only where it can explain something: the runtime environment differs, the outputs are not identical,
+    or the user asks (--full).
+    """
+    pins = _runtime_pins(package)
+    build_file = package.path / BUILD_LOCK
+    if not with_build_lock or not build_file.is_file():
+        return environment.diff(pins, {}, environment.installed(fingerprint=set(pins), only=set(pins)))
+    build_lock = environment.read_build_lock(build_file)
+    return environment.diff(pins, build_lock, environment.installed(fingerprint=set(pins)))
+
+
+def _hardware_diff(package: Package) -> list[dict[str, Any]]:
+    built_file = package.path / HARDWARE
+    built_profile = json.loads(built_file.read_text()) if built_file.is_file() else {}
+    return hardware.diff(built_profile, hardware.profile(blas=False)) if built_profile else []
 
 
 def _replay(package: Package, settings: SessionSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -174,6 +188,7 @@ def verify(
     strict: bool = False,
     threads: int | None = None,
     expect_digest: str | None = None,
+    full: bool = False,
 ) -> Report:
     """Verify a package on this machine and return the report (raises only when it is not a package)."""
     if threads is not None and threads < 1:
@@ -197,25 +212,30 @@ def verify(
         return finish(verdict="tampered", integrity=problems, message=message)
 
     manifest = package.manifest
-    env_diff, hw_diff = _differences(package)
+    env_diff, hw_diff = _environment_diff(package, full), _hardware_diff(package)
     settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
     if threads is not None:
         settings = replace(settings, intra_op_num_threads=threads)
     causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
-    report = replace(report, environment=env_diff, hardware=hw_diff, session=to_json(settings))
+    report = replace(report, hardware=hw_diff, session=to_json(settings))
+    outputs: list[compare.OutputComparison] = []
     try:
         expected, actual = _replay(package, settings)
     except MlpackError as exc:
-        return finish(message=exc.message, causes=causes)
+        message, verdict = exc.message, "error"
     except Exception as exc:  # onnxruntime's own failures: the golden inputs no longer run here
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        return finish(message=f"onnxruntime could not run the golden inputs: {first}", causes=causes)
-
-    outputs = compare.compare(expected, actual, manifest.kinds, manifest.tolerances)
-    verdict = compare.verdict(outputs)
+        message, verdict = f"onnxruntime could not run the golden inputs: {first}", "error"
+    else:
+        outputs = compare.compare(expected, actual, manifest.kinds, manifest.tolerances)
+        verdict = compare.verdict(outputs)
+        message = ""
+    if not full and (verdict != "identical" or env_diff["runtime"]):
+        full, env_diff = True, _environment_diff(package, True)  # now there is something to explain
     passed = verdict == "identical" or (verdict == "equivalent" and not strict)
     return finish(
         verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
-        message=_summary(verdict, passed, outputs, strict),
+        environment=env_diff, build_env_compared=full,
+        message=message or _summary(verdict, passed, outputs, strict),
     )  # fmt: skip

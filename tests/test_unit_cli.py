@@ -120,3 +120,28 @@ def test_take_debug_without_the_flag_changes_nothing() -> None:
     argv = ["build", "m.onnx", "--sample", "s.npy", "--debugger"]
     assert _take_debug(argv) == argv
     assert state["debug"] is False
+
+
+def test_every_command_is_mapped_to_the_module_that_defines_it() -> None:
+    """main() loads only the module a command line names, so the map must match what the modules define."""
+    import subprocess
+    import sys
+
+    from mlpack.cli import COMMANDS, load_commands
+
+    app = load_commands()
+    defined = {
+        command.name or command.callback.__name__ for command in app.registered_commands if command.callback
+    }
+    defined |= {group.name for group in app.registered_groups if group.name}
+    assert defined == set(COMMANDS)
+    for name, module in COMMANDS.items():  # each command runs with only its own module loaded
+        probe = (
+            "import sys; from mlpack.cli import main; "
+            f"sys.argv = ['mlpack', {name!r}, '--help']\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('mlpack.cli.') and m != 'mlpack.cli.common')\n"
+            "print(code, loaded)"
+        )
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip().splitlines()[-1] == f"0 ['mlpack.cli.{module}']", result.stderr

@@ -27,6 +27,7 @@ def build(
     model: Annotated[
         str | None,
         typer.Argument(
+            metavar="[MODEL]",
             help="Model file: .onnx, .skops, .pt2/.pt (PyTorch), .json/.ubj (XGBoost), .txt (LightGBM), or "
             ".joblib/.pkl with --trust-pickle. Default: [tool.mlpack] model.",
             show_default=False,

@@ -12,7 +12,9 @@ from mlpack.cli.common import JsonOpt, app, emit, run
 
 @app.command()
 def verify(
-    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    package: Annotated[
+        str, typer.Argument(metavar="PACKAGE", help="Package folder (NAME-VERSION).", show_default=False)
+    ],
     strict: Annotated[bool, typer.Option(help="Demand bit-identical outputs; 'equivalent' then exits 1.")] = False,
     threads: Annotated[
         int | None, typer.Option(help="Replay with this many intra-op threads instead of the recorded count.")
@@ -20,6 +22,14 @@ def verify(
     digest: Annotated[
         str | None, typer.Option(help="Expected package digest (sha256:…); any other manifest counts as tampered.")
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Also compare every installed distribution with the build lock when nothing needs explaining "
+            "(by default only when the runtime environment or the outputs differ).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
@@ -32,7 +42,7 @@ def verify(
         from mlpack.report import render_verify
         from mlpack.verifier import verify as verify_package
 
-        report = verify_package(package, strict=strict, threads=threads, expect_digest=digest)
+        report = verify_package(package, strict=strict, threads=threads, expect_digest=digest, full=full)
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
 
@@ -42,7 +52,7 @@ def verify(
 
 @app.command()
 def inspect(
-    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package folder.", show_default=False)],
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a package holds: manifest summary, digest and files. Runs nothing, checks nothing."""

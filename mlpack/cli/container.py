@@ -16,7 +16,9 @@ from mlpack.options import DEFAULT_BASE_IMAGE
 # Long only because typer declares each option in the signature; the body picks an engine and calls it.
 @app.command()
 def containerize(
-    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    package: Annotated[
+        str, typer.Argument(metavar="PACKAGE", help="Package folder (NAME-VERSION).", show_default=False)
+    ],
     tag: Annotated[
         str | None, typer.Option(help="Release tag. [default: mlpack/NAME:VERSION]", show_default=False)
     ] = None,

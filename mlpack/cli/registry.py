@@ -20,10 +20,13 @@ InsecureOpt = Annotated[
 
 @app.command()
 def push(
-    package: Annotated[str, typer.Argument(help="Package folder (NAME-VERSION).", show_default=False)],
+    package: Annotated[
+        str, typer.Argument(metavar="PACKAGE", help="Package folder (NAME-VERSION).", show_default=False)
+    ],
     ref: Annotated[
         str,
         typer.Argument(
+            metavar="REF",
             help="host[:port]/repository[:tag] or …@sha256:<hex>; the tag defaults to the package version.",
             show_default=False,
         ),
@@ -46,7 +49,10 @@ def push(
 
 @app.command()
 def pull(
-    ref: Annotated[str, typer.Argument(help="host[:port]/repository:tag or …@sha256:<hex>.", show_default=False)],
+    ref: Annotated[
+        str,
+        typer.Argument(metavar="REF", help="host[:port]/repository:tag or …@sha256:<hex>.", show_default=False),
+    ],
     dest: Annotated[str, typer.Argument(metavar="DIR", help="Folder to put NAME-VERSION in.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace DIR/NAME-VERSION if it exists.")] = False,
     insecure: InsecureOpt = None,

@@ -16,7 +16,10 @@ from mlpack.options import DEFAULT_MAX_BODY, DEFAULT_PORT
 @app.command()
 def serve(
     package: Annotated[
-        str, typer.Argument(help="A package, or a folder of packages to serve together.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="PACKAGE", help="A package, or a folder of packages to serve together.", show_default=False
+        ),
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = DEFAULT_PORT,
@@ -59,11 +62,13 @@ app.add_typer(export_app, name="export")
 
 @export_app.command("triton")
 def export_triton(
-    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package folder.", show_default=False)],
     outdir: Annotated[
         str,
         typer.Argument(
-            help="Model repository folder; receives NAME/config.pbtxt and NAME/1/.", show_default=False
+            metavar="OUTDIR",
+            help="Model repository folder; receives NAME/config.pbtxt and NAME/1/.",
+            show_default=False,
         ),
     ],
     force: Annotated[bool, typer.Option(help="Replace OUTDIR/NAME if it exists.")] = False,
@@ -89,7 +94,7 @@ def export_triton(
 
 @export_app.command("kserve")
 def export_kserve(
-    package: Annotated[str, typer.Argument(help="Package folder.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package folder.", show_default=False)],
     image: Annotated[
         str | None, typer.Option(help="Model image (modelcar): storageUri becomes oci://IMAGE.")
     ] = None,
