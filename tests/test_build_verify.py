@@ -61,9 +61,16 @@ def test_verify_identical_on_the_building_machine(package: Path, cli: CliRunner)
     assert report.verdict == "identical" and report.passed and report.exit_code == 0
     assert report.environment["runtime"] == [] and report.hardware == []
     assert all(c.identical for c in report.outputs)
+    # nothing to explain: the build lock is not compared unless asked, and the report says so
+    assert not report.build_env_compared and report.environment["build"] == []
+    full = mlpack.verify(package, full=True)
+    assert full.build_env_compared and full.verdict == "identical"
+    assert not [c for c in full.environment["build"] if c["change"] != "extra"]  # the same environment
     result = cli("verify", package)
     assert result.returncode == 0, result.stderr
     assert "verdict: identical" in result.stdout
+    assert "build env    not compared: nothing to explain (--full compares it)" in result.stdout
+    assert "build env    matches the build lock" in cli("verify", package, "--full").stdout
 
 
 def test_verify_other_thread_count_is_equivalent_with_numbers(package: Path, cli: CliRunner) -> None:
@@ -73,6 +80,7 @@ def test_verify_other_thread_count_is_equivalent_with_numbers(package: Path, cli
     assert not probabilities.identical and probabilities.passed
     assert 0 < probabilities.max_abs < 1e-5 and probabilities.max_ulp and probabilities.max_ulp > 0
     assert any("2 intra-op threads instead of the recorded 1" in cause for cause in report.causes)
+    assert report.build_env_compared  # outputs moved: every difference that could explain it is shown
     result = cli("verify", package, "--threads", "2", "--json")
     assert result.returncode == 0
     data = json.loads(result.stdout)
