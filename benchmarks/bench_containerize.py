@@ -1,6 +1,6 @@
 """Image size and build time of mlpack containerize, against published peers and against its own rebuild.
 
-Needs a container engine at DOCKER_HOST (Docker, or Podman's API service: see DESIGN.md) holding the base
+Needs a container engine at DOCKER_HOST (Docker, or Podman's API service: see docs/design.md "Containers") holding the base
 image given by --base, and for the daemonless engine a rootfs tar (--rootfs, e.g. from mmdebstrap).
 Published peers (their own reports, not measured here): MLflow's scikit-learn image about 1 GB after its
 slimming; Cog's python-slim ResNet image 1.94 GB.

@@ -1,7 +1,7 @@
 """A real container engine for the tests: Podman's API service behind the Docker SDK, and a base image made
 with mmdebstrap (Debian bookworm's python3), both set up once per session and never faked.
 
-On these machines Podman needs a private mount namespace that hides the hybrid cgroup mount (DESIGN.md).
+On these machines Podman needs a private mount namespace that hides the hybrid cgroup mount (docs/design.md "Containers").
 A missing tool fails loudly with the install command instead of skipping. Below them, the checks the
 container tests share: mlpack's folders left in TMPDIR, and the image contract as a Dockerfile declares it.
 """
