@@ -132,11 +132,14 @@ def _compare_floats(
     """|a - b| <= atol + rtol·|ref| elementwise; NaN on one side only is as wrong as it gets."""
     identical = expected.tobytes() == actual.tobytes()
     exp64, act64 = expected.astype(np.float64), actual.astype(np.float64)
-    both_nan = np.isnan(exp64) & np.isnan(act64)
-    diff = np.where(both_nan, 0.0, np.abs(exp64 - act64))
+    same = (exp64 == act64) | (np.isnan(exp64) & np.isnan(act64))  # equal infinities, NaNs in the same places
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, and is excused by ``same``
+        diff = np.where(same, 0.0, np.abs(exp64 - act64))
     diff = np.where(np.isnan(diff), np.inf, diff)
     scale = np.abs(exp64)
-    rel = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
+    with np.errstate(invalid="ignore"):  # inf / inf: an infinite difference against an infinite reference
+        rel = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
+    rel = np.where(np.isnan(rel), np.inf, rel)
     outside_mask = diff > tolerance.atol + tolerance.rtol * np.nan_to_num(scale)
     max_ulp = None
     significant = (scale > max(tolerance.atol, np.finfo(expected.dtype).tiny)) & ~np.isnan(act64)

@@ -218,7 +218,7 @@ def service_name(text: str) -> str:
 def _checked_name(name: str | None, package: Package) -> str:
     if name is None:
         return service_name(package.name)
-    if len(name) > SERVICE_NAME_MAX or not SERVICE_NAME_RE.match(name):
+    if len(name) > SERVICE_NAME_MAX or not SERVICE_NAME_RE.fullmatch(name):
         raise UsageError(
             f"{name!r} is not a valid InferenceService name: use lowercase letters, digits and '-', starting "
             f"with a letter, at most {SERVICE_NAME_MAX} characters (e.g. {service_name(name)!r})."
@@ -260,7 +260,7 @@ def kserve_manifest(
         f"{KSERVE_PREFIX}name": intact.name[:63],
         f"{KSERVE_PREFIX}version": intact.version[:63],
     }
-    labels = {key: value for key, value in labels.items() if LABEL_VALUE_RE.match(value)}
+    labels = {key: value for key, value in labels.items() if LABEL_VALUE_RE.fullmatch(value)}
     if labels:
         metadata["labels"] = labels
     metadata["annotations"] = {

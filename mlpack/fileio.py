@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from collections.abc import Mapping
@@ -69,6 +70,31 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read an .npz without ever unpickling."""
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    """Read a package's .npz without ever unpickling, and without letting it claim more memory than it takes
+    on disk: mlpack writes members stored, never compressed, so a compressed member (which could inflate a
+    megabyte into gigabytes) is refused, as is a member whose header promises more data than it holds."""
+    from mlpack.errors import IntegrityError
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise IntegrityError(
+                        f"{path} holds a compressed member {info.filename!r}; mlpack writes none."
+                    )
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):  # what numpy writes for plain arrays
+                        raise IntegrityError(f"{path} member {info.filename!r} has .npy version {version}.")
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(member)
+                if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
+                    raise IntegrityError(f"{path} member {info.filename!r} claims {shape} {dtype}; it holds less.")
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise IntegrityError(f"{path} is not a readable .npz: {str(exc)[:200]}") from None

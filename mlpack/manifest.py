@@ -9,6 +9,7 @@ same. ``json_schema()`` derives the published schema (docs/manifest-format-1.sch
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ LABEL_RULES = ("exact-unless-tied", "exact")
 OPT_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 EXECUTION_MODES = ("ORT_SEQUENTIAL", "ORT_PARALLEL")
 Dim = int | str  # a fixed size, or a symbolic name
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*\Z")  # the folder is NAME-VERSION; \Z, not $ (newlines)
+MAX_FILES = 10_000  # a package holds a handful; a hostile list must not cost minutes or a flood of output
+MAX_THREADS = 4096  # more than any machine has; verify replays at most the cores it has
 JSONDict = dict[str, Any]  # free-form JSON recorded as given (converter details, figures, lineage)
 
 
@@ -254,6 +258,11 @@ def _check_values(m: Manifest, where: str) -> None:
 
     if m.format < 1:
         raise bad(f"format {m.format} does not exist")
+    for label, value in (("name", m.name), ("version", m.version)):
+        if not NAME_PATTERN.match(value):
+            raise bad(f"the {label} {value!r} may hold only letters, digits, '.', '_' and '-'")
+    if len(m.files) > MAX_FILES:
+        raise bad(f"it lists {len(m.files)} files; a package holds at most {MAX_FILES}")
     outputs = [spec.name for spec in m.model.outputs]
     if not m.model.inputs or not outputs:
         raise bad("the model lists no inputs or no outputs")
@@ -270,8 +279,10 @@ def _check_values(m: Manifest, where: str) -> None:
         if tol.labels not in LABEL_RULES:
             raise bad(f"the label rule of {name!r} is {tol.labels!r}; rules are {', '.join(LABEL_RULES)}")
     s = m.runtime.session
-    if s.intra_op_num_threads < 0 or s.inter_op_num_threads < 0:
-        raise bad("thread counts must not be negative")
+    if not all(0 <= n <= MAX_THREADS for n in (s.intra_op_num_threads, s.inter_op_num_threads)):
+        raise bad(f"thread counts must be between 0 and {MAX_THREADS}")
+    if not s.providers or any(not p.endswith("ExecutionProvider") for p in s.providers):
+        raise bad(f"the providers {list(s.providers)} are not onnxruntime execution providers")
     if s.graph_optimization_level not in OPT_LEVELS or s.execution_mode not in EXECUTION_MODES:
         raise bad(f"the session options {s.graph_optimization_level}/{s.execution_mode} are unknown")
     if m.reference.rows < 1:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import sha256_bytes, sha256_file
-from mlpack.manifest import Manifest
+from mlpack.manifest import NAME_PATTERN, Manifest
 
 MANIFEST = "mlpack.json"
 MODEL = "model.onnx"
@@ -26,7 +25,6 @@ BUILD_LOCK = "env/pylock.toml"
 RUNTIME_LOCK = "env/requirements.lock"
 HARDWARE = "hardware.json"
 MAX_MANIFEST_BYTES = 16 << 20  # read whole, so capped: a real manifest is a few KiB
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,8 @@ def open_package(path: Path | str) -> Package:
     manifest_path = root / MANIFEST
     if not root.is_dir() or not manifest_path.is_file():
         raise UsageError(f"{root} is not an mlpack package: it has no {MANIFEST}.")
+    if manifest_path.is_symlink():
+        raise IntegrityError(f"{manifest_path} is a symbolic link: a package holds regular files only.")
     data = manifest_path.read_bytes()
     if len(data) > MAX_MANIFEST_BYTES:
         raise IntegrityError(f"The manifest {manifest_path} is corrupt: {len(data)} bytes is no manifest.")
@@ -79,8 +79,19 @@ def _safe(root: Path, relative: str) -> bool:
     return not candidate.is_absolute() and ".." not in candidate.parts and relative != MANIFEST
 
 
+def _symlink_in(root: Path, relative: str) -> bool:
+    """Whether the file or any folder between it and the package root is a symbolic link."""
+    path = root
+    for part in Path(relative).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
 def check_integrity(package: Package) -> list[Problem]:
-    """Every listed file exists with its hash; no unlisted file sits in a folder the manifest covers."""
+    """Every listed file exists with its hash; no unlisted file sits in a folder the manifest covers; no
+    symbolic link anywhere inside (a link could point the hashed name at any file on the machine)."""
     root = package.path
     listed = package.manifest.files
     problems = []
@@ -89,6 +100,9 @@ def check_integrity(package: Package) -> list[Problem]:
             problems.append(Problem(relative, "unsafe", "the manifest names a path outside the package"))
             continue
         file = root / relative
+        if _symlink_in(root, relative):
+            problems.append(Problem(relative, "unsafe", "a symbolic link: packages hold regular files only"))
+            continue
         if not file.is_file():
             problems.append(Problem(relative, "missing", "listed in the manifest but not present"))
             continue
@@ -96,8 +110,11 @@ def check_integrity(package: Package) -> list[Problem]:
         if actual != expected:
             problems.append(Problem(relative, "changed", f"sha256 {actual[:16]}… ≠ manifest {expected[:16]}…"))
     covered = {str(Path(relative).parent) for relative in listed} | {"."}
-    for dirpath, _, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows links: they are reported instead
         folder = Path(dirpath).relative_to(root)
+        for name in dirnames:
+            if (Path(dirpath) / name).is_symlink() and (folder / name).as_posix() not in listed:
+                problems.append(Problem((folder / name).as_posix(), "unsafe", "a symbolic link to a folder"))
         if str(folder) not in covered:
             continue
         for filename in filenames:
@@ -124,7 +141,7 @@ def open_intact(path: Path | str, advice: str) -> Package:
 
 def package_dir_name(name: str, version: str) -> str:
     for label, value in (("name", name), ("version", version)):
-        if not NAME_RE.match(value):
+        if not NAME_PATTERN.match(value):
             raise UsageError(f"The package {label} {value!r} may hold only letters, digits, '.', '_' and '-'.")
     return f"{name}-{version}"
 

@@ -57,7 +57,9 @@ def render_verify(report: Report) -> str:
     lines = [f"{report.name} {report.version}  {report.digest}", f"  package      {report.package}"]
     if report.integrity:
         lines.append("  integrity    FAILED")
-        lines += [f"      {p.file}: {p.kind}: {p.detail}" for p in report.integrity]
+        lines += [f"      {p.file}: {p.kind}: {p.detail}" for p in report.integrity[:20]]
+        if len(report.integrity) > 20:
+            lines.append(f"      … {len(report.integrity) - 20} more (--json lists all)")
     else:
         lines.append("  integrity    every file matches the manifest")
     if report.verdict != "tampered":

@@ -5,6 +5,7 @@ Only onnxruntime and numpy run the model, with the session options the package r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,9 @@ def load(path: str | Path, *, threads: int | None = None, check: bool = True) ->
     settings = package.manifest.runtime.session
     if threads is not None:
         settings = replace(settings, intra_op_num_threads=threads)
+    cores = os.cpu_count() or 1
+    if settings.intra_op_num_threads > cores:  # never more threads than this machine has cores
+        settings = replace(settings, intra_op_num_threads=cores)
     session = reference.open_session(package.path / package.manifest.model.file, settings)
     inputs, outputs = reference.signature(session)
     return Model(package=package, session=session, inputs=inputs, outputs=outputs)

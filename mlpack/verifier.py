@@ -7,13 +7,14 @@ training framework is imported: only onnxruntime and numpy run the model.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlpack import compare, environment, hardware, reference
-from mlpack.errors import MlpackError, UsageError
+from mlpack.errors import IntegrityError, MlpackError, UsageError
 from mlpack.fileio import load_npz
 from mlpack.manifest import SessionSettings, to_json
 from mlpack.package import (
@@ -217,11 +218,16 @@ def verify(
     recorded_threads = settings.intra_op_num_threads
     if threads is not None:
         settings = replace(settings, intra_op_num_threads=threads)
+    cores = os.cpu_count() or 1
+    if settings.intra_op_num_threads > cores:  # a manifest must not make verify start thousands of threads
+        settings = replace(settings, intra_op_num_threads=cores)
     causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
     report = replace(report, hardware=hw_diff, session=to_json(settings))
     outputs: list[compare.OutputComparison] = []
     try:
         expected, actual = _replay(package, settings)
+    except IntegrityError as exc:  # golden data that lies about its size: as bad as a changed file
+        message, verdict = exc.message, "tampered"
     except MlpackError as exc:
         message, verdict = exc.message, "error"
     except Exception as exc:  # onnxruntime's own failures: the golden inputs no longer run here

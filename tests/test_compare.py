@@ -162,3 +162,14 @@ def test_parity_records_an_output_the_native_model_cannot_give_as_not_compared()
     assert by_name["label"].identical and by_name["label"].problem is None
     assert by_name["scores"].problem == "the native model gives no such output: not compared"
     assert not by_name["scores"].identical  # never claimed as checked
+
+
+def test_equal_infinities_and_nans_in_the_same_places_are_equal() -> None:
+    """inf - inf is NaN: without care, identical infinities would count as an infinite difference."""
+    values = np.array([np.inf, -np.inf, np.nan, 1.0], dtype=np.float32)
+    same = compare_output("scores", "value", values, values.copy(), DEFAULT_TOLERANCES["value"])
+    assert same.identical and same.passed and same.max_abs == 0.0
+    flipped = values.copy()
+    flipped[0] = -np.inf
+    other = compare_output("scores", "value", values, flipped, DEFAULT_TOLERANCES["value"])
+    assert not other.passed and other.outside == 1 and other.max_abs == float("inf")

@@ -30,11 +30,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F)}  # all but \t and \n
+
+
+def printable(text: str) -> str:
+    """Text for a terminal with control characters escaped: a package's names and paths are someone else's
+    data, and an escape sequence in them could clear the screen or fake a verdict line."""
+    return text.translate(_CONTROL)
+
+
 def emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")  # JSON escapes them itself
     else:
-        sys.stdout.write(text() + "\n")
+        sys.stdout.write(printable(text()) + "\n")
 
 
 def progress_printer(quiet: bool, as_json: bool) -> Callable[[str], None]:
@@ -62,7 +71,7 @@ def fail(exc: BaseException, as_json: bool) -> NoReturn:
             json.dumps({"error": message, "exit_code": code, **details}, indent=2, default=str) + "\n"
         )
     else:
-        sys.stderr.write(f"mlpack: error: {message}\n")
+        sys.stderr.write(f"mlpack: error: {printable(message)}\n")
     raise typer.Exit(code)
 
 
