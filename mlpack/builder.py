@@ -115,7 +115,7 @@ def build(
     native = load_family_file(source_file, Trust(opts.trust_pickle, trusted_types)) if source_file else opts.model
     package_name = opts.name or (source_file.stem if source_file else type(native).__name__.lower())
     target = Path(opts.out) / package_dir_name(package_name, opts.version)
-    refuse_existing(target, force)
+    refuse_existing(target, force, "another --out or version")
 
     arrays = load_sample(opts.sample)
     converter = find_converter(native)
@@ -125,7 +125,7 @@ def build(
     converted, conversion_s = _convert(converter, native, arrays, ConvertOptions(opts.opset, opts.precision), onnx)
     job = Job(opts, package_name, source_file, native, converter, converted, canonicalise(converted.model),
               conversion_s, onnx is not None, resolve, timings, accept_parity, say)  # fmt: skip
-    with staging(target, force) as folder:
+    with staging(target, force, "another --out or version") as folder:
         _fill(folder, job, arrays)
     return open_package(target)
 

@@ -193,7 +193,7 @@ def export_triton(
     config = triton_config(intact, max_batch_size)
     files = intact.manifest.model.files or (intact.manifest.model.file,)
     hashes = intact.manifest.files
-    with staging(target, force) as partial:
+    with staging(target, force, "another output folder") as partial:
         version = partial / TRITON_VERSION_DIR
         version.mkdir()
         for name in files:

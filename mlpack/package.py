@@ -157,22 +157,21 @@ def _remove_stale_partials(parent: Path, final_name: str) -> None:
             pass
 
 
-def refuse_existing(target: Path, force: bool) -> None:
+def refuse_existing(target: Path, force: bool, elsewhere: str = "another --out") -> None:
+    """Refuse to write into a file or over an existing target; ``elsewhere`` names the way to choose another."""
     for folder in [target.parent, *target.parent.parents]:
         if folder.exists():
             if not folder.is_dir():
-                raise UsageError(f"{folder} is a file, not a folder: choose another --out.")
+                raise UsageError(f"{folder} is a file, not a folder: choose {elsewhere}.")
             break
     if target.exists() and not force:
-        raise UsageError(
-            f"{target} already exists: choose another --out or version, or pass --force to replace it."
-        )
+        raise UsageError(f"{target} already exists: choose {elsewhere}, or pass --force to replace it.")
 
 
 @contextlib.contextmanager
-def staging(target: Path, force: bool) -> Iterator[Path]:
+def staging(target: Path, force: bool, elsewhere: str = "another --out") -> Iterator[Path]:
     """Yield a hidden folder beside target; on success it becomes target in one rename, else it vanishes."""
-    refuse_existing(target, force)
+    refuse_existing(target, force, elsewhere)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(target.parent, target.name)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
@@ -180,7 +179,7 @@ def staging(target: Path, force: bool) -> Iterator[Path]:
     partial.mkdir()
     try:
         yield partial
-        refuse_existing(target, force)
+        refuse_existing(target, force, elsewhere)
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
             os.replace(target, old)

@@ -90,6 +90,10 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
     rows = {array.shape[0] for array in arrays.values()}
     if len(rows) != 1:
         raise UsageError(f"The sample's inputs have different row counts: {sorted(rows)}.")
+    for key, array in arrays.items():  # no model mlpack converts takes these; say so before a converter fails
+        if array.dtype.kind in "cmMV":
+            where = f"input {key!r}" if key else "the sample"
+            raise UsageError(f"{where.capitalize()} holds {array.dtype} values; models take numbers or strings.")
     return arrays
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mlpack
+from mlpack.errors import UsageError
 from tests.conftest import CliRunner, one_sentence_error
 
 
@@ -272,3 +274,27 @@ def test_skops_types_outside_the_default_trust_need_consent(
     trusted = cli("build", model, "--sample", sample, "--out", tmp_path / "dist", "--no-resolve",
                   "--trust-type", "sklearn.tree._tree.Tree")  # fmt: skip
     assert trusted.returncode == 0, trusted.stderr
+
+
+def test_a_model_path_that_is_a_folder_is_named_as_such(sample: Path, tmp_path: Path, cli: CliRunner) -> None:
+    (tmp_path / "model.onnx").mkdir()
+    result = cli("build", tmp_path / "model.onnx", "--sample", sample, "--out", tmp_path / "dist")
+    assert result.returncode == 2 and "is a folder: give the model file inside it" in one_sentence_error(result)
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        (np.ones((5, 4), dtype=np.complex64), "complex64 values"),
+        (np.array([["2024-01-01"] * 4] * 5, dtype="datetime64[D]"), r"datetime64\[D\] values"),
+        (np.array([["a", "b", "c", "d"]] * 5), "the sample holds strings"),
+    ],
+)
+def test_samples_no_numeric_model_takes_are_bad_input(
+    pipeline: object, tmp_path: Path, values: np.ndarray, says: str
+) -> None:
+    """Complex, datetime and string samples for a numeric model are the caller's input (2), not a failed
+    conversion (1)."""
+    with pytest.raises(UsageError, match=says):
+        mlpack.build(pipeline, sample=values, out=tmp_path, resolve=False, timings=False)
+    assert list(tmp_path.iterdir()) == []

@@ -138,6 +138,8 @@ def default_tolerances(converter: Converter) -> Mapping[str, Tolerance]:
 
 def load_model_file(path: Path, trust: Trust = Trust()) -> Any:
     """A model object (or, for ONNX, the path itself) from a file, by the family that claims its suffix."""
+    if path.is_dir():
+        raise UsageError(f"The model file {path} is a folder: give the model file inside it.")
     if not path.is_file():
         raise UsageError(f"The model file {path} does not exist.")
     suffix = path.suffix.lower()

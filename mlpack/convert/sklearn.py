@@ -122,6 +122,9 @@ class SklearnConverter:
                 raise UsageError(
                     f"The sample has shape {array.shape} but the model expects rows of {expected} features."
                 )
+            if array.dtype.kind in "USO":
+                held = "objects" if array.dtype.kind == "O" else "strings"
+                raise UsageError(f"This model takes numbers; the sample holds {held}.")
             example, cast = narrow(array, options.precision)
             if cast:
                 casts["X"] = cast

@@ -168,7 +168,7 @@ def pull(ref: str, dest: str | Path, *, force: bool = False, insecure: bool | No
         except UsageError as exc:
             raise IntegrityError(f"{source} is unsafe to unpack (path traversal): {exc.message}") from None
         target = Path(dest) / folder_name
-        with staging(target, force) as folder:
+        with staging(target, force, "another DIR") as folder:
             (folder / MANIFEST).write_bytes(config_bytes)
             for title, descriptor in layers:
                 client.download(descriptor, folder / title, title)
