@@ -480,3 +480,36 @@ def test_push_and_pull_through_the_cli(reg: Registry, built: Path, tmp_path: Pat
     assert again.returncode == 2 and "already exists" in again.stderr
     closed = cli("push", built, f"127.0.0.1:{free_port()}/x")
     assert closed.returncode == 5 and "not reachable" in closed.stderr and "Traceback" not in closed.stderr
+
+
+def test_netrc_credentials_never_reach_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests reads ~/.netrc for a session without auth; mlpack's client must not send what it was not given."""
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / ".netrc").write_text("machine 127.0.0.1 login alice password secret\n")
+        (tmp_path / ".netrc").chmod(0o600)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+        from mlpack.oci.client import Client
+
+        with Client(parse_reference(f"127.0.0.1:{server.server_address[1]}/team/model:1"), None) as client:
+            client.ping()
+        assert seen == [None]
+    finally:
+        server.shutdown()

@@ -33,6 +33,9 @@ class Client:
         self.repository = ref.repository
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"mlpack/{__version__}"
+        # requests falls back to ~/.netrc when a session has no auth: credentials must never leave for a
+        # registry unless mlpack was given them. An auth hook that adds nothing keeps proxies (trust_env).
+        self.session.auth = _no_credentials
 
     def __enter__(self) -> Client:
         return self
@@ -207,3 +210,7 @@ def _raise_for(response: requests.Response, what: str, base: str) -> NoReturn:
         hint = "check the registry's log"
     reason = f" ({_short(detail)})" if detail else f" {response.reason}" if response.reason else ""
     raise RegistryError(f"The registry at {base} refused {what}: HTTP {status}{reason}; {hint}.")
+
+
+def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
