@@ -513,3 +513,43 @@ def test_netrc_credentials_never_reach_a_registry(tmp_path: Path, monkeypatch: p
         assert seen == [None]
     finally:
         server.shutdown()
+
+
+def test_a_registry_that_drops_the_upload_is_named_for_it(package: Path) -> None:
+    """A registry that dies mid-push is not 'not reachable': it answered, then closed the connection."""
+    import http.server
+    import threading
+
+    class Dropping(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for key, value in {"Content-Length": "0", **(headers or {})}.items():
+                self.send_header(key, value)
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            self._empty(200)
+
+        def do_HEAD(self) -> None:
+            self._empty(404)
+
+        def do_POST(self) -> None:
+            self._empty(202, {"Location": "/v2/team/model/blobs/uploads/1"})
+
+        def do_PUT(self) -> None:  # read a little, then vanish without an answer
+            self.rfile.read(16)
+            self.close_connection = True
+            self.connection.shutdown(2)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(RegistryError, match=r"closed the connection during the upload of "):
+            artifact.push(package, f"127.0.0.1:{server.server_address[1]}/team/model:1")
+    finally:
+        server.shutdown()

@@ -47,7 +47,7 @@ class Client:
         return f"{self.base}/v2/{self.repository}/{path}"
 
     @contextlib.contextmanager
-    def _network(self) -> Iterator[None]:
+    def _network(self, what: str = "the request") -> Iterator[None]:
         try:
             yield
         except requests.exceptions.SSLError as exc:
@@ -61,7 +61,11 @@ class Client:
             raise RegistryError(
                 f"The registry at {self.base} did not answer within {TIMEOUT[1]:.0f} s: check that it is up."
             ) from None
-        except requests.exceptions.ConnectionError:
+        except requests.exceptions.ConnectionError as exc:
+            if re.search(r"Connection aborted|RemoteDisconnected|Broken pipe|reset by peer", str(exc)):
+                raise RegistryError(
+                    f"The registry at {self.base} closed the connection during {what}: check its log and try again."
+                ) from None
             raise RegistryError(f"registry not reachable at {self.base}: start it or check the address.") from None
         except requests.exceptions.RequestException as exc:
             raise RegistryError(
@@ -70,7 +74,7 @@ class Client:
             ) from None
 
     def _request(self, method: str, url: str, what: str, ok: tuple[int, ...], **kwargs: Any) -> requests.Response:
-        with self._network():
+        with self._network(what):
             response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
         if response.status_code not in ok:
             _raise_for(response, what, self.base)
@@ -121,7 +125,7 @@ class Client:
     def get_manifest(self, reference: str) -> tuple[bytes, str | None]:
         """The manifest bytes and the digest the registry says they have."""
         what = f"the manifest {self.repository}{'@' if reference.startswith('sha256:') else ':'}{reference}"
-        with self._network():
+        with self._network(what):
             response = self.session.get(
                 self._url(f"manifests/{reference}"),
                 headers={"Accept": spec.MANIFEST_ACCEPT},
@@ -140,7 +144,7 @@ class Client:
         what = f"the blob of {title}"
         digest = hashlib.sha256()
         size = 0
-        with self._network():
+        with self._network(what):
             response = self.session.get(self._url(f"blobs/{descriptor['digest']}"), timeout=TIMEOUT, stream=True)
             with response:
                 if response.status_code != 200:
