@@ -513,6 +513,7 @@ def test_netrc_credentials_never_reach_a_registry(tmp_path: Path, monkeypatch: p
         assert seen == [None]
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_a_registry_that_drops_the_upload_is_named_for_it(package: Path) -> None:
@@ -553,3 +554,4 @@ def test_a_registry_that_drops_the_upload_is_named_for_it(package: Path) -> None
             artifact.push(package, f"127.0.0.1:{server.server_address[1]}/team/model:1")
     finally:
         server.shutdown()
+        server.server_close()
