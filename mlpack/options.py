@@ -176,3 +176,9 @@ def merge(explicit: Mapping[str, Any], *, project: bool = True, start: Path | No
     if "lineage" in given:  # lineage adds to the file's, key by key
         given["lineage"] = {**dict(settings.get("lineage", {})), **dict(given["lineage"])}
     return replace(merged, **given).validate()
+
+
+# serve: a request may declare at most this many input elements, summed over its inputs (413 beyond)
+DEFAULT_MAX_ELEMENTS = 16 * 2**20
+# serve: seconds a connection may sit idle or stall mid-request before the server closes it
+DEFAULT_IDLE_TIMEOUT = 60.0

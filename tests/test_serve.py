@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -235,3 +238,279 @@ def test_load_and_predict(package: Path) -> None:
     (package / "hardware.json").write_text("{}")
     with pytest.raises(IntegrityError, match=r"hardware\.json"):
         mlpack.load(package)
+
+
+# ---- hardening: hostile requests, framing, non-finite outputs, limits, shutdown, idle connections
+
+GOOD = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+def tiny_model(folder: Path, name: str, op: str, elem_type: int, sample: np.ndarray) -> Path:
+    """A one-node ONNX model (x -> op -> y, one dynamic axis) packaged into ``folder``."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"])], name,
+        [helper.make_tensor_value_info("x", elem_type, [None])], [helper.make_tensor_value_info("y", elem_type, [None])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return mlpack.build(
+        model.SerializeToString(), sample={"x": sample}, name=name, out=folder, resolve=False, timings=False
+    ).path
+
+
+@pytest.fixture(scope="module")
+def hostile(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the many hostile requests: the forest, a string identity, and log(x) (NaN for x < 0)."""
+    from onnx import TensorProto
+
+    folder = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(built, folder / built.name)
+    tiny_model(folder, "text", "Identity", TensorProto.STRING, np.array(["a", "bc"], dtype=object))
+    tiny_model(folder, "logm", "Log", TensorProto.FLOAT, np.array([1.0, 2.0, 3.0], dtype=np.float32))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlpack", "serve", str(folder), "--port", "0", "--max-elements", "1000",
+         "--idle-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    assert match, line + process.stderr.read()
+    server = Server(process, match.group(1))
+    assert server.wait_ready().status_code == 200
+    yield server
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert "Traceback" not in stderr, stderr
+
+
+def exchange(server: Server, data: bytes, timeout: float = 5) -> bytes:
+    """Send raw bytes on a fresh connection and read until the server closes it (a socket timeout fails)."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            assert len(received) < 2**20
+    return received
+
+
+def post_head(headers: str, body: bytes = b"") -> bytes:
+    return f"POST /v2/models/forest/infer HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode() + body
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (post_head("Content-Length: -1\r\n", b'{"inputs": []}'), 400),
+        (post_head("Content-Length: abc\r\n", b'{"inputs": []}'), 400),
+        (post_head("Content-Length: 14\r\nContent-Length: 14\r\n", b'{"inputs": []}'), 400),
+        (post_head("Transfer-Encoding: chunked\r\n", b'e\r\n{"inputs": []}\r\n0\r\n\r\n'), 411),
+    ],
+    ids=["negative", "non-numeric", "twice", "chunked"],
+)
+def test_bad_framing_gets_one_error_and_a_closed_connection(hostile: Server, request_bytes: bytes,
+                                                            status: int) -> None:  # fmt: skip
+    received = exchange(hostile, request_bytes)
+    assert received.count(b"HTTP/1.1 ") == 1, received  # one answer, never a second from a misread body
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()) and b"Connection: close" in head, head
+    assert "error" in json.loads(body)
+    assert hostile.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+
+
+def binary_request(model: str, tensor: dict[str, Any], blob: bytes) -> tuple[str, dict[str, Any]]:
+    head = json.dumps({"inputs": [tensor]}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+    return f"/v2/models/{model}/infer", {"data": head + blob, "headers": headers}
+
+
+def forest(**changes: Any) -> tuple[str, dict[str, Any]]:
+    return "/v2/models/forest/infer", {"json": {"inputs": [{**GOOD["inputs"][0], **changes}]}}
+
+
+def text_bytes(blob: bytes, shape: list[int]) -> tuple[str, dict[str, Any]]:
+    tensor = {"name": "x", "shape": shape, "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}
+    return binary_request("text", tensor, blob)
+
+
+X_BLOB = np.ones((1, 4), dtype=np.float32).tobytes()
+HOSTILE: dict[str, tuple[str, dict[str, Any]]] = {
+    "name-list": forest(name=["X"]),
+    "name-dict": forest(name={"X": 1}),
+    "shape-huge": forest(shape=[2**62, 4]),
+    "shape-huge-binary": binary_request(
+        "forest",
+        {"name": "X", "shape": [2**62, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+        X_BLOB,
+    ),
+    "shape-bool": forest(shape=[True, 4]),
+    "shape-negative": forest(shape=[-1, 4]),
+    "shape-float": forest(shape=[1.0, 4]),
+    "shape-string": forest(shape="1,4"),
+    "tensor-parameters-list": forest(parameters=[1]),
+    "tensor-parameters-string": forest(parameters="binary"),
+    "request-parameters-list": ("/v2/models/forest/infer", {"json": {**GOOD, "parameters": [1]}}),
+    "request-parameters-string": ("/v2/models/forest/infer", {"json": {**GOOD, "parameters": "x"}}),
+    "binary-size-string": binary_request(
+        "forest",
+        {"name": "X", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": "16"}},
+        X_BLOB,
+    ),
+    "binary-size-negative": binary_request(
+        "forest",
+        {"name": "X", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": -16}},
+        X_BLOB,
+    ),
+    "binary-size-past-data": binary_request(
+        "forest",
+        {"name": "X", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 99}},
+        X_BLOB,
+    ),
+    "header-length-non-numeric": (
+        "/v2/models/forest/infer",
+        {"data": json.dumps(GOOD).encode(), "headers": {"Inference-Header-Content-Length": "ten"}},
+    ),
+    "header-length-negative": (
+        "/v2/models/forest/infer",
+        {"data": json.dumps(GOOD).encode(), "headers": {"Inference-Header-Content-Length": "-1"}},
+    ),
+    "output-parameters-list": (
+        "/v2/models/forest/infer",
+        {"json": {**GOOD, "outputs": [{"name": "label", "parameters": [1]}]}},
+    ),
+    "output-name-list": ("/v2/models/forest/infer", {"json": {**GOOD, "outputs": [{"name": ["label"]}]}}),
+    "outputs-object": ("/v2/models/forest/infer", {"json": {**GOOD, "outputs": {"name": "label"}}}),
+    "id-object": ("/v2/models/forest/infer", {"json": {**GOOD, "id": {"a": 1}}}),
+    "id-nan": ("/v2/models/forest/infer", {"data": json.dumps(GOOD)[:-1] + ', "id": NaN}'}),
+    "nested-100000": (
+        "/v2/models/forest/infer",
+        {"data": b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"},
+    ),
+    "nested-data": forest(data=[[[[1.0]]], 2.0, 3.0, 4.0]),
+    "bytes-not-utf8": text_bytes(struct.pack("<I", 2) + b"\xff\xfe", [1]),
+    "bytes-prefix-past-data": text_bytes(struct.pack("<I", 50) + b"abc", [1]),
+    "bytes-prefix-truncated": text_bytes(struct.pack("<I", 1) + b"a" + b"\x01\x00", [2]),
+    "bytes-count-mismatch": text_bytes(struct.pack("<I", 1) + b"a", [3]),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_requests_get_400_and_the_server_keeps_serving(hostile: Server, case: str) -> None:
+    path, kwargs = HOSTILE[case]
+    response = hostile.post(path, **kwargs)
+    assert response.status_code == 400, response.text
+    assert isinstance(response.json()["error"], str) and response.json()["error"].endswith("."), response.text
+    assert hostile.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+
+
+def test_bytes_inputs_still_round_trip(hostile: Server) -> None:
+    blob = struct.pack("<I", 1) + b"a" + struct.pack("<I", 3) + "é!".encode()
+    path, kwargs = text_bytes(blob, [2])
+    response = hostile.post(path, **kwargs)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == ["a", "é!"]
+
+
+def test_non_finite_outputs_are_strings_in_json_and_bits_in_binary(hostile: Server) -> None:
+    body = {"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "data": [-1.0, 0.0, 1.0, float("inf")]}]}
+    response = hostile.post("/v2/models/logm/infer", data=json.dumps(body))  # json.dumps writes Infinity
+    assert response.status_code == 200, response.text
+    assert "NaN" not in response.text.replace('"NaN"', "") and "Infinity" not in response.text.replace(
+        '"Infinity"', ""
+    ).replace('"-Infinity"', "")
+    assert json.loads(response.text, parse_constant=pytest.fail)["outputs"][0]["data"] == [
+        "NaN", "-Infinity", 0.0, "Infinity"
+    ]  # fmt: skip
+    client = httpclient.InferenceServerClient(url=hostile.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("x", [4], "FP32")
+    tensor.set_data_from_numpy(np.array([-1.0, 0.0, 1.0, np.inf], dtype=np.float32), binary_data=True)
+    result = client.infer("logm", [tensor], outputs=[httpclient.InferRequestedOutput("y", binary_data=True)])
+    got = result.as_numpy("y")
+    assert np.isnan(got[0]) and got[1] == -np.inf and got[2] == 0 and got[3] == np.inf
+
+
+def test_element_cap_answers_413_from_the_declared_shape(hostile: Server) -> None:
+    too_many = hostile.post("/v2/models/forest/infer", json={"inputs": [{**GOOD["inputs"][0], "shape": [251, 4]}]})
+    assert too_many.status_code == 413 and "limit is 1000" in too_many.json()["error"], too_many.text
+    data = np.ones((250, 4), dtype=np.float32)
+    at_cap = {"inputs": [{"name": "X", "shape": [250, 4], "datatype": "FP32", "data": data.ravel().tolist()}]}
+    assert hostile.post("/v2/models/forest/infer", json=at_cap).status_code == 200
+
+
+def test_idle_connections_are_closed_while_others_are_served(hostile: Server) -> None:
+    import socket
+
+    host, port = hostile.url.removeprefix("http://").split(":")
+    idle = socket.create_connection((host, int(port)), timeout=10)
+    stalled = socket.create_connection((host, int(port)), timeout=10)
+    stalled.sendall(post_head("Content-Length: 100\r\n", b'{"inputs"'))  # a body that never completes
+    try:
+        started = time.monotonic()
+        assert hostile.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+        assert idle.recv(1) == b""  # closed by the server after --idle-timeout 1
+        answer = b""
+        while chunk := stalled.recv(4096):  # a 408, then closed
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer, answer
+        assert 0.5 < time.monotonic() - started < 8
+    finally:
+        idle.close()
+        stalled.close()
+    assert hostile.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+
+
+def test_two_workers_stop_promptly_on_sigterm(package: Path) -> None:
+    """Workers sharing a socket: the one that loses the race to accept() must not stay blocked in it."""
+    stops = []
+    for _ in range(10):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlpack", "serve", str(package), "--port", "0", "--workers", "2",
+             "--no-verify-on-start"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert process.stderr is not None
+            match = re.search(r"listening on (http://\S+)", process.stderr.readline())
+            assert match
+            server = Server(process, match.group(1))
+            answered, deadline = 0, time.monotonic() + 30
+            while answered < 2 and time.monotonic() < deadline:  # each worker becomes ready on its own
+                answered += server.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+            assert answered == 2
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=5)
+            stops.append(time.monotonic() - started)
+        finally:  # a hung worker outlives its supervisor: kill the whole session this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert max(stops) < 5, stops
+
+
+def test_a_host_beyond_loopback_warns_about_authentication(package: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlpack", "serve", str(package), "--host", "0.0.0.0", "--port", "0",
+         "--no-verify-on-start"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        warning = process.stderr.readline()
+        assert "no authentication" in warning and "proxy or KServe" in warning, warning
+        assert "listening on" in process.stderr.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

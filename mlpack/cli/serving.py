@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mlpack.cli.common import JsonOpt, app, emit, run
-from mlpack.options import DEFAULT_MAX_BODY, DEFAULT_PORT
+from mlpack.options import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ELEMENTS, DEFAULT_PORT
 
 
 @app.command()
@@ -32,6 +32,12 @@ def serve(
         ),
     ] = True,
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = DEFAULT_MAX_BODY,
+    max_elements: Annotated[
+        int, typer.Option(help="Requests declaring more input elements, summed over inputs, get 413.")
+    ] = DEFAULT_MAX_ELEMENTS,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection may idle or stall mid-request before it is closed.")
+    ] = DEFAULT_IDLE_TIMEOUT,
     access_log: Annotated[bool, typer.Option(help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve packages over the Open Inference Protocol (KServe V2 REST) until Ctrl-C or SIGTERM.
@@ -48,7 +54,8 @@ def serve(
             sys.stderr.flush()
 
         run_server(package, host=host, port=port, workers=workers, verify_on_start=verify_on_start,
-                   max_body=max_body_bytes, access_log=access_log, on_listen=announce)  # fmt: skip
+                   max_body=max_body_bytes, max_elements=max_elements, idle_timeout=idle_timeout,
+                   access_log=access_log, on_listen=announce)  # fmt: skip
 
     run(False, action)
 

@@ -8,6 +8,7 @@ from the one type table in ``mlpack.tensors``; nothing here knows about HTTP or 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -31,6 +32,9 @@ def decode_bytes_tensor(blob: bytes) -> list[bytes]:
         if offset + 4 > len(blob):
             raise bad_request("A BYTES tensor's binary data is truncated.")
         (length,) = struct.unpack_from("<I", blob, offset)
+        # a length running past the data would otherwise be cut short silently and served as if it were whole
+        if offset + 4 + length > len(blob):
+            raise bad_request("A BYTES element's length prefix runs past the tensor's binary data.")
         items.append(blob[offset + 4 : offset + 4 + length])
         offset += 4 + length
     return items
@@ -44,6 +48,13 @@ def encode_bytes_tensor(values: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def header_int(name: str, value: str) -> int:
+    """A header holding a byte count: plain decimal digits only, so that '-1', '+5' or ' 5 ' never pass."""
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise bad_request(f"{name} must be a non-negative decimal integer, not {value[:40]!r}.")
+    return int(value)
+
+
 def split_request(body: bytes, json_length: int | None) -> tuple[dict[str, Any], bytes]:
     """The request's JSON head and the binary tensor data after it; ``json_length`` is the
     Inference-Header-Content-Length the client sent, None when the whole body is JSON."""
@@ -54,24 +65,66 @@ def split_request(body: bytes, json_length: int | None) -> tuple[dict[str, Any],
         request = json.loads(body[:split])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"The request is not valid JSON: {exc}.") from None
+    except RecursionError:  # deeply nested arrays exhaust the parser's stack, not the body limit
+        raise bad_request("The request's JSON is nested too deeply.") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise bad_request("The request needs an 'inputs' list.")
+    if not isinstance(request.get("parameters", {}), dict):
+        raise bad_request("The request's 'parameters' must be an object.")
+    if not isinstance(request.get("id", ""), str):  # echoed back: a NaN or nested id would spoil the reply
+        raise bad_request("The request's 'id' must be a string.")
+    if not isinstance(request.get("outputs") or [], list):
+        raise bad_request("The request's 'outputs' must be a list.")
     return request, body[split:]
+
+
+def parameters(tensor: dict[str, Any], what: str) -> dict[str, Any]:
+    """A tensor's ``parameters`` object (empty when absent); anything but an object is a 400."""
+    params = tensor.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise bad_request(f"The 'parameters' of {what} must be an object.")
+    return params
+
+
+def declared_shape(name: str, shape: Any) -> list[int]:
+    """A declared shape, validated before anything is allocated for it: a list of non-negative integers
+    (booleans are not integers here)."""
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**63 for d in shape):
+        raise bad_request(f"Input {name!r} needs a shape: a list of non-negative integers.")
+    if math.prod(shape) >= 2**63:  # no array can have it: numpy would overflow int64 computing its size
+        raise bad_request(f"Input {name!r} has a shape whose element count does not fit in 64 bits.")
+    return shape
+
+
+def element_count(name: str, shape: Any) -> int:
+    """Elements in a declared shape, computed exactly: in int64, 2**62 * 4 would wrap round to 0."""
+    return math.prod(declared_shape(name, shape))
+
+
+def binary_size(name: str, params: dict[str, Any]) -> int | None:
+    """The input's ``binary_data_size`` parameter, when it has one."""
+    size = params.get("binary_data_size")
+    if size is None:
+        return None
+    if type(size) is not int or size < 0:
+        raise bad_request(f"Input {name!r} has a binary_data_size that is not a non-negative integer.")
+    return size
 
 
 def parse_input(spec: TensorSpec, tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
     """One request input as an array the model takes, from its JSON ``data`` or, when given, its binary data.
     Datatype and shape must match the signature exactly: the server never casts."""
     name = tensor["name"]
-    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    datatype = tensor.get("datatype")
     expected = v2_datatype(spec.type, spec.name)
     if datatype != expected:
         raise bad_request(f"Input {name!r} must have datatype {expected}, not {datatype}.")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise bad_request(f"Input {name!r} needs a shape: a list of non-negative integers.")
+    shape = declared_shape(name, tensor.get("shape"))
+    count = math.prod(shape)
     if not shape_fits(spec.shape, shape):
         raise bad_request(f"Input {name!r} must have shape {list(spec.shape)}, not {shape}.")
-    count = int(np.prod(shape)) if shape else 1
     dtype = np.dtype(object if datatype == "BYTES" else BY_V2[datatype].numpy)
     if binary is not None:
         flat = _from_binary(name, datatype, shape, count, dtype, binary)
@@ -93,7 +146,10 @@ def _from_binary(
     name: str, datatype: str, shape: list[int], count: int, dtype: np.dtype[Any], binary: bytes
 ) -> np.ndarray:
     if datatype == "BYTES":
-        return np.array([item.decode() for item in decode_bytes_tensor(binary)], dtype=object)
+        try:
+            return np.array([item.decode() for item in decode_bytes_tensor(binary)], dtype=object)
+        except UnicodeDecodeError:  # the model takes str; bytes that are not UTF-8 have no str to give it
+            raise bad_request(f"Input {name!r} has a BYTES element that is not UTF-8.") from None
     if len(binary) != count * dtype.itemsize:
         raise bad_request(
             f"Input {name!r} has {len(binary)} bytes; shape {shape} of {datatype} needs {count * dtype.itemsize}."
@@ -101,10 +157,19 @@ def _from_binary(
     return np.frombuffer(binary, dtype=dtype)
 
 
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def json_data(value: np.ndarray) -> list[Any]:
+    """Output values for a JSON reply. JSON has no NaN or infinity, so, as KServe's own servers do, a float
+    that is not finite is written as one of the strings "NaN", "Infinity" or "-Infinity"; a client that wants
+    the IEEE bits asks for binary output instead."""
     if value.dtype.kind in "USO":
         return [str(v) for v in value.ravel()]
-    return list(value.ravel().tolist())
+    data = list(value.ravel().tolist())
+    if value.dtype.kind in "fc" and not np.isfinite(value).all():
+        return [NON_FINITE[repr(v)] if isinstance(v, float) and not math.isfinite(v) else v for v in data]
+    return data
 
 
 def encode_output(
@@ -129,7 +194,7 @@ class InferResponse:
 
     def encode(self) -> tuple[bytes, int | None]:
         """The body, and the JSON head's length when binary outputs follow it (the client needs it to split)."""
-        head = json.dumps(self.head, separators=(",", ":")).encode()
+        head = json.dumps(self.head, separators=(",", ":"), allow_nan=False).encode()  # never bare NaN
         if not self.blobs:
             return head, None
         return head + b"".join(self.blobs), len(head)

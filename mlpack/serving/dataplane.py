@@ -21,7 +21,15 @@ from mlpack.errors import MlpackError, RequestError, UsageError
 from mlpack.manifest import Manifest, TensorSpec
 from mlpack.package import MANIFEST
 from mlpack.runtime import Model, load
-from mlpack.serving.codec import InferResponse, bad_request, encode_output, parse_input
+from mlpack.serving.codec import (
+    InferResponse,
+    bad_request,
+    binary_size,
+    element_count,
+    encode_output,
+    parameters,
+    parse_input,
+)
 from mlpack.tensors import v2_datatype
 
 
@@ -157,18 +165,19 @@ def ready_model(entry: Entry) -> Model:
 # ---- inference
 
 
-def infer(entry: Entry, request: dict[str, Any], binary: bytes) -> InferResponse:
-    """Run a decoded V2 request (``codec.split_request``): its JSON head and the binary data after it."""
+def infer(entry: Entry, request: dict[str, Any], binary: bytes, max_elements: int | None = None) -> InferResponse:
+    """Run a decoded V2 request (``codec.split_request``): its JSON head and the binary data after it.
+    ``max_elements`` caps the elements of all inputs together (413 beyond it)."""
     model = ready_model(entry)
-    feeds = _feeds(model, request["inputs"], binary)
+    feeds = _feeds(model, request["inputs"], binary, max_elements)
     requested = _requested_outputs(model, request.get("outputs"))
-    results = _predict(model, feeds, [out["name"] for out in requested])
     binary_all = bool((request.get("parameters") or {}).get("binary_data_output"))
+    wants = [bool(parameters(out, f"output {out['name']!r}").get("binary_data", binary_all)) for out in requested]
+    results = _predict(model, feeds, [out["name"] for out in requested])
     known = {spec.name: spec for spec in model.outputs}
     outputs, blobs = [], []
-    for out in requested:
+    for out, wants_binary in zip(requested, wants, strict=True):
         name = out["name"]
-        wants_binary = bool((out.get("parameters") or {}).get("binary_data", binary_all))
         tensor, blob = encode_output(name, v2_datatype(known[name].type, name), results[name], wants_binary)
         outputs.append(tensor)
         if blob is not None:
@@ -179,18 +188,30 @@ def infer(entry: Entry, request: dict[str, Any], binary: bytes) -> InferResponse
     return InferResponse(head, tuple(blobs))
 
 
-def _feeds(model: Model, inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
-    """Every input decoded against the signature; binary inputs take their bytes from the tail in order."""
+def _feeds(model: Model, inputs: list[Any], binary: bytes, max_elements: int | None) -> dict[str, np.ndarray]:
+    """Every input decoded against the signature; binary inputs take their bytes from the tail in order.
+    All shapes are checked, and their elements counted against the cap, before any input is decoded."""
     specs = {spec.name: spec for spec in model.inputs}
-    feeds, offset = {}, 0
+    sizes, total = [], 0
     for tensor in inputs:
-        if not isinstance(tensor, dict) or tensor.get("name") not in specs:
-            name = tensor.get("name") if isinstance(tensor, dict) else tensor
+        name = tensor.get("name") if isinstance(tensor, dict) else tensor
+        # a list or dict as name is unhashable: test its type before looking it up
+        if not isinstance(name, str) or name not in specs:
             raise bad_request(f"Unknown input {name!r}; the model takes {sorted(specs)}.")
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        total += element_count(name, tensor.get("shape"))
+        sizes.append(binary_size(name, parameters(tensor, f"input {name!r}")))
+    if max_elements is not None and total > max_elements:
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"The request declares {total} input elements; the limit is {max_elements}.",
+        )
+    feeds, offset = {}, 0
+    for tensor, size in zip(inputs, sizes, strict=True):
         data = None
         if size is not None:
-            data, offset = binary[offset : offset + int(size)], offset + int(size)
+            if offset + size > len(binary):
+                raise bad_request(f"Input {tensor['name']!r} has binary_data_size {size}, past the binary data.")
+            data, offset = binary[offset : offset + size], offset + size
         feeds[tensor["name"]] = parse_input(specs[tensor["name"]], tensor, data)
     if missing := sorted(set(specs) - set(feeds)):
         raise bad_request(f"Missing input {missing[0]!r}; the model takes {sorted(specs)}.")
@@ -202,7 +223,7 @@ def _requested_outputs(model: Model, requested: Any) -> list[dict[str, Any]]:
     wanted = requested or [{"name": spec.name} for spec in model.outputs]
     known = {spec.name for spec in model.outputs}
     for out in wanted:
-        if not isinstance(out, dict) or out.get("name") not in known:
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str) or out["name"] not in known:
             raise bad_request(
                 f"Unknown output {out.get('name') if isinstance(out, dict) else out!r}; the model gives {sorted(known)}."
             )

@@ -8,6 +8,7 @@ POST /v2/models/NAME[/versions/V]/infer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from http import HTTPStatus
@@ -17,7 +18,7 @@ from typing import Any
 from mlpack import __version__
 from mlpack.errors import RequestError
 from mlpack.serving import dataplane
-from mlpack.serving.codec import split_request
+from mlpack.serving.codec import header_int, split_request
 from mlpack.serving.dataplane import Entry, log
 
 
@@ -29,6 +30,12 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     wbufsize = -1
     server_version = f"mlpack/{__version__}"
+
+    def setup(self) -> None:
+        # A client that goes quiet mid-request or idles on keep-alive is dropped after --idle-timeout (the
+        # TimeoutError ends the connection in BaseHTTPRequestHandler), instead of holding a thread for ever.
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.access_log:
@@ -49,7 +56,27 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(data, separators=(",", ":")).encode())
 
     def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
+        # once the body is left unread the connection cannot carry another request: say so, then close it
+        extra = {"Connection": "close"} if self.close_connection else None
+        self._send(status, json.dumps({"error": message}, separators=(",", ":")).encode(), extra=extra)
+
+    def _body_length(self) -> int:
+        """The request body's length from a single, plain Content-Length; anything else closes the connection,
+        since the server could not tell where this request's body ends and the next request begins."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            raise RequestError(
+                HTTPStatus.LENGTH_REQUIRED, "Chunked request bodies are not accepted; send Content-Length."
+            )
+        values = self.headers.get_all("Content-Length") or []
+        if len(values) > 1:
+            self.close_connection = True
+            raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length is given more than once.")
+        try:
+            return header_int("Content-Length", values[0].strip()) if values else 0
+        except RequestError:
+            self.close_connection = True
+            raise
 
     def _parts(self) -> list[str]:
         return [p for p in self.path.split("?", 1)[0].split("/") if p]
@@ -85,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         parts = self._parts()
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = self._body_length()
             if length > self.server.max_body:
                 self.close_connection = True  # the body stays unread: the connection cannot be reused
                 raise RequestError(
@@ -99,9 +126,10 @@ class Handler(BaseHTTPRequestHandler):
             if rest != ["infer"]:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: POST {self.path}")
             dataplane.ready_model(entry)  # a model that is not ready answers 503 before the body is judged
-            json_length = self.headers.get("Inference-Header-Content-Length")
-            request, binary = split_request(body, int(json_length) if json_length is not None else None)
-            answer, head_length = dataplane.infer(entry, request, binary).encode()
+            header = self.headers.get("Inference-Header-Content-Length")
+            json_length = None if header is None else header_int("Inference-Header-Content-Length", header.strip())
+            request, binary = split_request(body, json_length)
+            answer, head_length = dataplane.infer(entry, request, binary, self.server.max_elements).encode()
             if head_length is None:
                 return self._send(200, answer)
             self._send(
@@ -109,6 +137,16 @@ class Handler(BaseHTTPRequestHandler):
             )
         except RequestError as exc:
             self._error(exc.status, str(exc))
+        except TimeoutError:  # the body stalled past --idle-timeout: say so, and free the thread
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._error(HTTPStatus.REQUEST_TIMEOUT, "The request body did not arrive in time.")
+        except OSError:
+            raise  # the client went away: BaseHTTPRequestHandler's own handling, nothing left to answer
+        except Exception as exc:  # a bug must cost one request a 500, not the connection and a bare traceback
+            log(f"internal error on POST {self.path}: {type(exc).__name__}: {exc}")
+            self.close_connection = True
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"Internal error: {type(exc).__name__}.")
 
 
 class V2Server(ThreadingHTTPServer):
@@ -117,10 +155,23 @@ class V2Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
 
-    def __init__(self, sock: socket.socket, models: dict[str, Entry], max_body: int, access_log: bool) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        models: dict[str, Entry],
+        max_body: int,
+        access_log: bool,
+        max_elements: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
         super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
         self.socket.close()
+        # Non-blocking, so that of several workers woken by one connection the ones that lose the race to
+        # accept() get BlockingIOError (ignored by socketserver) instead of blocking there, deaf to shutdown().
+        sock.setblocking(False)
         self.socket = sock
         self.models = models
         self.max_body = max_body
         self.access_log = access_log
+        self.max_elements = max_elements
+        self.idle_timeout = idle_timeout

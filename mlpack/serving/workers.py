@@ -4,6 +4,7 @@ and stop them all on SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -13,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mlpack.errors import UsageError
-from mlpack.options import DEFAULT_MAX_BODY, DEFAULT_PORT
-from mlpack.serving.dataplane import entries_for, find_packages, prepare
+from mlpack.options import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ELEMENTS, DEFAULT_PORT
+from mlpack.serving.dataplane import entries_for, find_packages, log, prepare
 from mlpack.serving.http import V2Server
 
 
@@ -31,11 +32,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(
-    sock: socket.socket, paths: list[Path], verify_on_start: bool, max_body: int, access_log: bool
-) -> None:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may well resolve beyond this machine
+        return False
+
+
+def run_worker(sock: socket.socket, paths: list[Path], verify_on_start: bool, limits: dict[str, Any]) -> None:
+    """One worker's server on the shared socket; ``limits`` are V2Server's max_body, access_log,
+    max_elements and idle_timeout."""
     models = entries_for(paths)
-    server = V2Server(sock, models, max_body, access_log)
+    server = V2Server(sock, models, **limits)
     for entry in models.values():  # models load and verify while the server already answers health checks
         threading.Thread(target=prepare, args=(entry, verify_on_start), daemon=True).start()
     # shutdown() waits for serve_forever to return, so it cannot run on the thread the signal interrupts.
@@ -54,42 +64,74 @@ def serve(
     workers: int = 1,
     verify_on_start: bool = True,
     max_body: int = DEFAULT_MAX_BODY,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     access_log: bool = False,
     on_listen: Callable[[str, int], None] | None = None,
 ) -> None:
-    """Serve one package or a folder of packages until SIGTERM or Ctrl-C. Several workers share one socket."""
+    """Serve one package or a folder of packages until SIGTERM or Ctrl-C. Several workers share one socket.
+
+    ``max_elements`` caps the input elements a request may declare (413 beyond); ``idle_timeout`` is how long
+    a connection may idle or stall mid-request before it is closed (None: never)."""
     paths = find_packages(Path(path))
     entries_for(paths)  # refuse bad packages and clashing names before listening
     if workers < 1:
         raise UsageError("--workers must be at least 1.")
+    if max_elements < 1:
+        raise UsageError("--max-elements must be at least 1.")
+    if max_body < 1:
+        raise UsageError("--max-body-bytes must be at least 1.")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise UsageError("--idle-timeout must be more than 0 seconds.")
     sock = bind(host, port)
+    if not is_loopback(host):
+        log(
+            f"WARNING: listening on {host}, beyond this machine, with no authentication; put it behind a proxy or KServe."
+        )
     if on_listen:
         on_listen(host, sock.getsockname()[1])
+    limits = {
+        "max_body": max_body,
+        "access_log": access_log,
+        "max_elements": max_elements,
+        "idle_timeout": idle_timeout,
+    }
     if workers == 1:
-        run_worker(sock, paths, verify_on_start, max_body, access_log)
+        run_worker(sock, paths, verify_on_start, limits)
         return
-    children = []
+    children: list[int] = []
+    stopping = threading.Event()
+    stop = _stopper(children, stopping)
+    # installed before the first fork, so that a SIGTERM while forking is not the default death that would
+    # orphan the workers already started
+    signal.signal(signal.SIGTERM, stop)
     for _ in range(workers):
+        if stopping.is_set():  # SIGTERM came while forking: start no more
+            break
         pid = os.fork()  # each worker opens its own onnxruntime sessions after the fork
         if pid == 0:
             try:
-                run_worker(sock, paths, verify_on_start, max_body, access_log)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's: run_worker sets its own
+                run_worker(sock, paths, verify_on_start, limits)
             finally:
                 os._exit(0)
         children.append(pid)
     sock.close()
-    _supervise(children)
+    _supervise(children, stop)
 
 
-def _supervise(children: list[int]) -> None:
-    """Wait for the workers; SIGTERM or Ctrl-C here is passed on to each of them."""
-
+def _stopper(children: list[int], stopping: threading.Event) -> Callable[..., None]:
     def stop(*_: Any) -> None:
+        stopping.set()
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
+    return stop
+
+
+def _supervise(children: list[int], stop: Callable[..., None]) -> None:
+    """Wait for the workers; SIGTERM or Ctrl-C here is passed on to each of them."""
     try:
         for child in children:
             os.waitpid(child, 0)
