@@ -9,6 +9,7 @@ same. ``json_schema()`` derives the published schema (docs/manifest-format-1.sch
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -24,6 +25,7 @@ OPT_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT
 EXECUTION_MODES = ("ORT_SEQUENTIAL", "ORT_PARALLEL")
 Dim = int | str  # a fixed size, or a symbolic name
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*\Z")  # the folder is NAME-VERSION; \Z, not $ (newlines)
+MAX_BYTES = 16 << 20  # read whole, so capped: a real manifest is a few KiB
 MAX_FILES = 10_000  # a package holds a handful; a hostile list must not cost minutes or a flood of output
 MAX_THREADS = 4096  # more than any machine has; verify replays at most the cores it has
 JSONDict = dict[str, Any]  # free-form JSON recorded as given (converter details, figures, lineage)
@@ -164,6 +166,17 @@ class Manifest:
         manifest = _parse(cls, data, "", where)
         _check_values(manifest, where)
         return typing.cast(Manifest, manifest)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "mlpack.json") -> Manifest:
+        """The manifest in a file's bytes: size-capped, parsed as JSON, then validated by ``from_dict``."""
+        if len(data) > MAX_BYTES:
+            raise IntegrityError(f"The manifest {where} is corrupt: {len(data)} bytes is no manifest.")
+        try:
+            raw = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise IntegrityError(f"The manifest {where} is corrupt: {exc.__class__.__name__} ({exc}).") from None
+        return cls.from_dict(raw, where)
 
     def to_dict(self) -> JSONDict:
         return typing.cast(JSONDict, to_json(self))

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpack.errors import RuntimeEnvironmentError
+from mlpack.errors import RuntimeEnvironmentError, UsageError
 from mlpack.manifest import SessionSettings, TensorSpec
 from mlpack.tensors import LABEL_TYPES
+
+
+def replay_settings(recorded: SessionSettings, threads: int | None = None) -> SessionSettings:
+    """The recorded options with another thread count if asked, and never more threads than this machine
+    has cores: the count comes from a package, and a package must not start thousands of threads."""
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be a whole number of at least 1, not {threads}.")
+        recorded = replace(recorded, intra_op_num_threads=threads)
+    cores = os.cpu_count() or 1
+    if recorded.intra_op_num_threads > cores:
+        recorded = replace(recorded, intra_op_num_threads=cores)
+    return recorded
 
 
 def _ort() -> Any:

@@ -5,9 +5,8 @@ Only onnxruntime and numpy run the model, with the session options the package r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +51,7 @@ class Model:
 def load(path: str | Path, *, threads: int | None = None, check: bool = True) -> Model:
     """Open a package for prediction; with ``check`` (the default) refuse one whose files were changed."""
     package = open_intact(path, "refusing to load it.") if check else open_package(path)
-    settings = package.manifest.runtime.session
-    if threads is not None:
-        settings = replace(settings, intra_op_num_threads=threads)
-    cores = os.cpu_count() or 1
-    if settings.intra_op_num_threads > cores:  # never more threads than this machine has cores
-        settings = replace(settings, intra_op_num_threads=cores)
+    settings = reference.replay_settings(package.manifest.runtime.session, threads)
     session = reference.open_session(package.path / package.manifest.model.file, settings)
     inputs, outputs = reference.signature(session)
     return Model(package=package, session=session, inputs=inputs, outputs=outputs)

@@ -7,14 +7,13 @@ training framework is imported: only onnxruntime and numpy run the model.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlpack import compare, environment, hardware, reference
-from mlpack.errors import IntegrityError, MlpackError, UsageError
+from mlpack.errors import IntegrityError, MlpackError
 from mlpack.fileio import load_npz
 from mlpack.manifest import SessionSettings, to_json
 from mlpack.package import (
@@ -192,8 +191,6 @@ def verify(
     full: bool = False,
 ) -> Report:
     """Verify a package on this machine and return the report (raises only when it is not a package)."""
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be a whole number of at least 1, not {threads}.")
     started = time.perf_counter()
     package: Package = open_package(path)
     report = Report(
@@ -216,11 +213,7 @@ def verify(
     env_diff, hw_diff = _environment_diff(package, full), _hardware_diff(package)
     settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
-    if threads is not None:
-        settings = replace(settings, intra_op_num_threads=threads)
-    cores = os.cpu_count() or 1
-    if settings.intra_op_num_threads > cores:  # a manifest must not make verify start thousands of threads
-        settings = replace(settings, intra_op_num_threads=cores)
+    settings = reference.replay_settings(settings, threads)
     causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
     report = replace(report, hardware=hw_diff, session=to_json(settings))
     outputs: list[compare.OutputComparison] = []

@@ -253,11 +253,7 @@ def _check_descriptor(descriptor: dict[str, Any], title: str, source: str) -> No
 def _read_config(data: bytes, layers: Layers, source: str) -> Manifest:
     """Parse mlpack.json with the typed parser (a hostile one is refused in one sentence), then require the
     layer set to be exactly the package's files with their hashes, all before anything is written."""
-    try:
-        raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise IntegrityError(f"The mlpack.json in {source} is corrupt: it is not JSON.") from None
-    manifest = Manifest.from_dict(raw, f"{MANIFEST} of {source}")
+    manifest = Manifest.from_bytes(data, f"{MANIFEST} of {source}")
     files = manifest.files
     titles = {title: descriptor["digest"] for title, descriptor in layers}
     missing = sorted(set(files) - set(titles))

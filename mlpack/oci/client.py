@@ -17,11 +17,12 @@ import requests
 from mlpack import __version__
 from mlpack.errors import IntegrityError, RegistryError
 from mlpack.fileio import CHUNK
+from mlpack.manifest import MAX_BYTES
 from mlpack.oci import spec
 from mlpack.oci.reference import DIGEST, Reference
 
 MAX_MANIFEST = 4 << 20  # registries themselves refuse bigger manifests; caps memory on a hostile answer
-MAX_CONFIG = 16 << 20  # a config blob is read whole (mlpack.json names the target folder), so it is capped
+MAX_CONFIG = MAX_BYTES  # the config blob is mlpack.json, read whole: the same cap as a package's own
 TIMEOUT = (10.0, 300.0)  # connect, then between bytes: a slow link may take long, a dead one may not
 
 

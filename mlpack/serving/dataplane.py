@@ -8,8 +8,7 @@ then loaded without a second integrity check, so every file is hashed once.
 from __future__ import annotations
 
 import sys
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ class Entry:
     model: Model | None = None
     state: str = "loading"  # loading | verifying | ready | failed
     reason: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def ready(self) -> bool:
