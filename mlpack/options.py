@@ -182,3 +182,5 @@ def merge(explicit: Mapping[str, Any], *, project: bool = True, start: Path | No
 DEFAULT_MAX_ELEMENTS = 16 * 2**20
 # serve: seconds a connection may sit idle or stall mid-request before the server closes it
 DEFAULT_IDLE_TIMEOUT = 60.0
+# serve: connections one worker keeps open at once (the oldest waiting one is closed for a newcomer)
+DEFAULT_MAX_CONNECTIONS = 1024

@@ -30,8 +30,14 @@ def replay_settings(recorded: SessionSettings, threads: int | None = None) -> Se
 def _ort() -> Any:
     try:
         import onnxruntime
-    except ImportError:
-        raise RuntimeEnvironmentError("onnxruntime is not installed here: run pip install onnxruntime.") from None
+    except ImportError as exc:
+        from importlib.util import find_spec
+
+        if find_spec("onnxruntime") is None:
+            raise RuntimeEnvironmentError(
+                "onnxruntime is not installed here: run pip install onnxruntime."
+            ) from None
+        raise RuntimeEnvironmentError(f"onnxruntime is installed here but could not be imported: {exc}") from None
     return onnxruntime
 
 

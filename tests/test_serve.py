@@ -270,7 +270,7 @@ def hostile(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     tiny_model(folder, "logm", "Log", TensorProto.FLOAT, np.array([1.0, 2.0, 3.0], dtype=np.float32))
     process = subprocess.Popen(
         [sys.executable, "-m", "mlpack", "serve", str(folder), "--port", "0", "--max-elements", "1000",
-         "--idle-timeout", "1"],
+         "--idle-timeout", "1", "--max-connections", "16"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
@@ -466,6 +466,85 @@ def test_idle_connections_are_closed_while_others_are_served(hostile: Server) ->
         idle.close()
         stalled.close()
     assert hostile.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+
+
+def test_slow_clients_at_the_connection_cap_make_way_for_good_ones(hostile: Server) -> None:
+    """50 connections trickling request heads against a cap of 16: the good client is answered every time, and
+    the slow connections that waited longest are the ones closed."""
+    import socket
+
+    host, port = hostile.url.removeprefix("http://").split(":")
+    slow: list[socket.socket] = []
+    try:
+        for i in range(50):
+            connection = socket.create_connection((host, int(port)), timeout=10)
+            connection.sendall(b"POST /v2/models/forest/infer HTTP/1.1\r\nHost: x\r\n")  # and never more
+            slow.append(connection)
+            if i % 10 == 9:
+                with requests.Session() as good:  # a fresh connection, as the cap is full of slow ones
+                    assert (
+                        good.post(hostile.url + "/v2/models/forest/infer", json=GOOD, timeout=10).status_code
+                        == 200
+                    )
+        time.sleep(0.5)
+        closed = []
+        for connection in slow:
+            connection.setblocking(False)
+            try:
+                closed.append(connection.recv(1) == b"")
+            except BlockingIOError:
+                closed.append(False)  # still open: nothing to read yet
+            except ConnectionResetError:
+                closed.append(True)
+        assert sum(closed) >= 50 - 16, closed
+        assert not any(closed[-10:]), closed  # the newest slow ones are still waiting: the oldest made way
+    finally:
+        for connection in slow:
+            connection.close()
+    assert hostile.post("/v2/models/forest/infer", json=GOOD).status_code == 200
+
+
+def test_a_newcomer_gets_503_when_every_connection_is_busy() -> None:
+    """The cap's other branch, on a real server socket: no connection is waiting, so none can make way."""
+    import socket
+
+    from mlpack.serving.http import Limits, V2Server
+    from mlpack.serving.workers import bind
+
+    listener = bind("127.0.0.1", 0)
+    server = V2Server(listener, {}, Limits(max_connections=1))
+    port = listener.getsockname()[1]
+    with (
+        socket.create_connection(("127.0.0.1", port)) as first,
+        socket.create_connection(("127.0.0.1", port)) as second,
+    ):
+        busy, _ = accept(listener)
+        assert server._admit(busy)
+        server.busy(busy)  # its request is being answered
+        newcomer, address = accept(listener)
+        server.process_request(newcomer, address)
+        second.settimeout(5)
+        answer = second.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"busy with a request" in answer, answer
+        server.waiting(busy)  # answered: now it may make way for the next newcomer
+        third = socket.create_connection(("127.0.0.1", port))
+        newest, _ = accept(listener)
+        assert server._admit(newest) and server.evicted == 1
+        first.settimeout(5)
+        assert first.recv(1) == b""  # the waiting one was closed
+        for connection in (busy, newest, third):
+            connection.close()
+    server.server_close()
+
+
+def accept(listener: Any) -> tuple[Any, Any]:
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return listener.accept()
+        except BlockingIOError:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
 
 
 def test_two_workers_stop_promptly_on_sigterm(package: Path) -> None:

@@ -72,11 +72,13 @@ def _take_debug(argv: list[str]) -> list[str]:
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    state["interrupted"] = True
     raise KeyboardInterrupt  # unwinds through the build's cleanup, so no half-written package remains
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     sys.argv[1:] = _take_debug(sys.argv[1:])
     command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     load_commands({command} if command in COMMANDS else None)

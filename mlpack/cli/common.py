@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-state = {"debug": False}
+state = {"debug": False, "interrupted": False}  # interrupted: SIGTERM or Ctrl-C arrived
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
@@ -81,7 +81,13 @@ def run(as_json: bool, action: Callable[[], Any]) -> Any:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        sys.stderr.write("mlpack: interrupted; nothing was written.\n")
-        raise typer.Exit(130) from None
+        interrupted()
     except Exception as exc:
+        if state["interrupted"]:  # a library that caught the interrupt and raised its own error (numpy's import
+            interrupted()  # does: "import numpy failed") must not turn Ctrl-C into a false diagnosis
         fail(exc, as_json)
+
+
+def interrupted() -> NoReturn:
+    sys.stderr.write("mlpack: interrupted; nothing was written.\n")
+    raise typer.Exit(130) from None

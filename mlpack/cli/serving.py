@@ -10,7 +10,13 @@ from typing import Annotated
 import typer
 
 from mlpack.cli.common import JsonOpt, app, emit, run
-from mlpack.options import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ELEMENTS, DEFAULT_PORT
+from mlpack.options import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_PORT,
+)
 
 
 @app.command()
@@ -38,6 +44,13 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option(help="Seconds a connection may idle or stall mid-request before it is closed.")
     ] = DEFAULT_IDLE_TIMEOUT,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Connections each worker keeps open; at the cap a newcomer closes the one that has waited "
+            "longest for its client (idle, or trickling a request in)."
+        ),
+    ] = DEFAULT_MAX_CONNECTIONS,
     access_log: Annotated[bool, typer.Option(help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve packages over the Open Inference Protocol (KServe V2 REST) until Ctrl-C or SIGTERM.
@@ -55,6 +68,7 @@ def serve(
 
         run_server(package, host=host, port=port, workers=workers, verify_on_start=verify_on_start,
                    max_body=max_body_bytes, max_elements=max_elements, idle_timeout=idle_timeout,
+                   max_connections=max_connections,
                    access_log=access_log, on_listen=announce)  # fmt: skip
 
     run(False, action)

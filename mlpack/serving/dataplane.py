@@ -104,6 +104,9 @@ def prepare(entry: Entry, verify_on_start: bool) -> None:
     except MlpackError as exc:
         entry.state, entry.reason = "failed", exc.message
         log(f"{entry.name} {entry.version}: NOT READY, {exc.message}")
+    except Exception as exc:  # never "verifying" for ever: whatever went wrong is the reason it is not ready
+        entry.state, entry.reason = "failed", f"unexpected failure: {type(exc).__name__}: {exc}"
+        log(f"{entry.name} {entry.version}: NOT READY, {entry.reason}")
 
 
 # ---- health and metadata

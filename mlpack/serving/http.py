@@ -11,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mlpack import __version__
 from mlpack.errors import RequestError
+from mlpack.options import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ELEMENTS
 from mlpack.serving import dataplane
 from mlpack.serving.codec import header_int, split_request
 from mlpack.serving.dataplane import Entry, log
@@ -35,10 +41,10 @@ class Handler(BaseHTTPRequestHandler):
         # A client that goes quiet mid-request or idles on keep-alive is dropped after --idle-timeout (the
         # TimeoutError ends the connection in BaseHTTPRequestHandler), instead of holding a thread for ever.
         super().setup()
-        self.connection.settimeout(self.server.idle_timeout)
+        self.connection.settimeout(self.server.limits.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
-        if self.server.access_log:
+        if self.server.limits.access_log:
             log(format % args)
 
     def _send(
@@ -90,51 +96,16 @@ class Handler(BaseHTTPRequestHandler):
         return dataplane.get_model(self.server.models, name, version), rest
 
     def do_GET(self) -> None:
-        parts = self._parts()
-        try:
-            if parts == ["v2", "health", "live"]:
-                return self._json(200, {"live": True})
-            if parts == ["v2", "health", "ready"]:
-                ready = dataplane.server_ready(self.server.models)
-                return self._json(200 if ready["ready"] else 503, ready)
-            if parts == ["v2"]:
-                return self._json(200, dataplane.server_metadata())
-            if parts[:2] == ["v2", "models"]:
-                entry, rest = self._entry(parts)
-                if rest == ["ready"]:
-                    return self._json(200 if entry.ready else 503, dataplane.model_ready(entry))
-                if rest == []:
-                    return self._json(200, dataplane.model_metadata(entry))
-            raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: GET {self.path}")
-        except RequestError as exc:
-            self._error(exc.status, str(exc))
+        self._answer(self._get)
 
     def do_POST(self) -> None:
-        parts = self._parts()
+        self._answer(self._post)
+
+    def _answer(self, handle: Callable[[list[str]], None]) -> None:
+        """Every failure ends in one JSON answer: its status for a RequestError, 408 for a stalled body, 500
+        for a bug (which costs one request, not the connection and a bare traceback)."""
         try:
-            length = self._body_length()
-            if length > self.server.max_body:
-                self.close_connection = True  # the body stays unread: the connection cannot be reused
-                raise RequestError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"The body has {length} bytes; the limit is {self.server.max_body}.",
-                )
-            body = self.rfile.read(length)
-            if parts[:2] != ["v2", "models"]:
-                raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: POST {self.path}")
-            entry, rest = self._entry(parts)
-            if rest != ["infer"]:
-                raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: POST {self.path}")
-            dataplane.ready_model(entry)  # a model that is not ready answers 503 before the body is judged
-            header = self.headers.get("Inference-Header-Content-Length")
-            json_length = None if header is None else header_int("Inference-Header-Content-Length", header.strip())
-            request, binary = split_request(body, json_length)
-            answer, head_length = dataplane.infer(entry, request, binary, self.server.max_elements).encode()
-            if head_length is None:
-                return self._send(200, answer)
-            self._send(
-                200, answer, "application/octet-stream", {"Inference-Header-Content-Length": str(head_length)}
-            )
+            handle(self._parts())
         except RequestError as exc:
             self._error(exc.status, str(exc))
         except TimeoutError:  # the body stalled past --idle-timeout: say so, and free the thread
@@ -143,27 +114,82 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.REQUEST_TIMEOUT, "The request body did not arrive in time.")
         except OSError:
             raise  # the client went away: BaseHTTPRequestHandler's own handling, nothing left to answer
-        except Exception as exc:  # a bug must cost one request a 500, not the connection and a bare traceback
-            log(f"internal error on POST {self.path}: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            log(f"internal error on {self.command} {self.path}: {type(exc).__name__}: {exc}")
             self.close_connection = True
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"Internal error: {type(exc).__name__}.")
 
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.waiting(self.connection)  # answered: from now it waits for the client's next request
+
+    def _get(self, parts: list[str]) -> None:
+        self.server.busy(self.connection)
+        if parts == ["v2", "health", "live"]:
+            return self._json(200, {"live": True})
+        if parts == ["v2", "health", "ready"]:
+            ready = dataplane.server_ready(self.server.models)
+            return self._json(200 if ready["ready"] else 503, ready)
+        if parts == ["v2"]:
+            return self._json(200, dataplane.server_metadata())
+        if parts[:2] == ["v2", "models"]:
+            entry, rest = self._entry(parts)
+            if rest == ["ready"]:
+                return self._json(200 if entry.ready else 503, dataplane.model_ready(entry))
+            if rest == []:
+                return self._json(200, dataplane.model_metadata(entry))
+        raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: GET {self.path}")
+
+    def _post(self, parts: list[str]) -> None:
+        length = self._body_length()
+        if length > self.server.limits.max_body:
+            self.close_connection = True  # the body stays unread: the connection cannot be reused
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"The body has {length} bytes; the limit is {self.server.limits.max_body}.",
+            )
+        body = self.rfile.read(length)
+        self.server.busy(self.connection)
+        if parts[:2] != ["v2", "models"]:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: POST {self.path}")
+        entry, rest = self._entry(parts)
+        if rest != ["infer"]:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"No such endpoint: POST {self.path}")
+        dataplane.ready_model(entry)  # a model that is not ready answers 503 before the body is judged
+        header = self.headers.get("Inference-Header-Content-Length")
+        json_length = None if header is None else header_int("Inference-Header-Content-Length", header.strip())
+        request, binary = split_request(body, json_length)
+        answer, head_length = dataplane.infer(entry, request, binary, self.server.limits.max_elements).encode()
+        if head_length is None:
+            return self._send(200, answer)
+        self._send(200, answer, "application/octet-stream", {"Inference-Header-Content-Length": str(head_length)})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one worker allows its clients (see ``mlpack serve --help``)."""
+
+    max_body: int = DEFAULT_MAX_BODY
+    max_elements: int | None = DEFAULT_MAX_ELEMENTS
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    access_log: bool = False
+
 
 class V2Server(ThreadingHTTPServer):
-    """Serves on a socket bound beforehand, so that forked workers can share it."""
+    """Serves on a socket bound beforehand, so that forked workers can share it.
+
+    At most ``max_connections`` connections are open at once. The one more that arrives at the cap closes the
+    connection that has waited longest for its client (idle on keep-alive, or still trickling in a request
+    head or body), so that slow or idle clients cannot turn good ones away; if every connection is busy with
+    a request, the newcomer gets 503 instead."""
 
     daemon_threads = True
     request_queue_size = 512
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        models: dict[str, Entry],
-        max_body: int,
-        access_log: bool,
-        max_elements: int | None = None,
-        idle_timeout: float | None = None,
-    ) -> None:
+    def __init__(self, sock: socket.socket, models: dict[str, Entry], limits: Limits) -> None:
         super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
         self.socket.close()
         # Non-blocking, so that of several workers woken by one connection the ones that lose the race to
@@ -171,7 +197,61 @@ class V2Server(ThreadingHTTPServer):
         sock.setblocking(False)
         self.socket = sock
         self.models = models
-        self.max_body = max_body
-        self.access_log = access_log
-        self.max_elements = max_elements
-        self.idle_timeout = idle_timeout
+        self.limits = limits
+        self._lock = threading.Lock()
+        # each open connection -> since when it has waited for its client, or None while a request is served
+        self._waiting_since: dict[socket.socket, float | None] = {}
+        self.evicted = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self._admit(request):
+            super().process_request(request, client_address)
+            return
+        with contextlib.suppress(OSError):
+            request.settimeout(1)
+            request.sendall(_AT_CAPACITY)
+        self.shutdown_request(request)
+
+    def _admit(self, connection: socket.socket) -> bool:
+        with self._lock:
+            if len(self._waiting_since) >= self.limits.max_connections:
+                waiting = [(since, c) for c, since in self._waiting_since.items() if since is not None]
+                if not waiting:
+                    return False
+                _, oldest = min(waiting, key=lambda pair: pair[0])
+                del self._waiting_since[oldest]
+                self.evicted += 1
+                with contextlib.suppress(OSError):  # wakes its thread's read with end-of-file: it ends
+                    oldest.shutdown(socket.SHUT_RDWR)
+            self._waiting_since[connection] = time.monotonic()
+            return True
+
+    def busy(self, connection: socket.socket) -> None:
+        """A whole request has arrived: its connection is not evicted while it is answered."""
+        with self._lock:
+            if connection in self._waiting_since:
+                self._waiting_since[connection] = None
+
+    def waiting(self, connection: socket.socket) -> None:
+        with self._lock:
+            if connection in self._waiting_since:
+                self._waiting_since[connection] = time.monotonic()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (or was closed to make way) is no news; anything else is one log line,
+        not socketserver's traceback."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            log(f"connection from {client_address[0]} ended by {type(exc).__name__}: {exc}")
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._waiting_since.pop(request, None)
+        super().shutdown_request(request)
+
+
+_BUSY = b'{"error":"Every connection is busy with a request; try again shortly."}'
+_AT_CAPACITY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY)
+)
