@@ -41,7 +41,10 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def open_session(model: bytes | Path, settings: SessionSettings) -> Any:
+def open_session(model: bytes | Path, settings: SessionSettings, *, keep_memory: bool = True) -> Any:
+    """A session with the recorded options. ``keep_memory=False`` turns off onnxruntime's CPU memory arena,
+    which otherwise keeps the largest request's buffers for the life of the process (serve: RSS stayed
+    83 MiB up after one maximal request); the arena changes no result."""
     ort = _ort()
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_num_threads
@@ -49,6 +52,7 @@ def open_session(model: bytes | Path, settings: SessionSettings) -> Any:
     options.execution_mode = getattr(ort.ExecutionMode, settings.execution_mode)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.graph_optimization_level)
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = keep_memory
     missing = [p for p in settings.providers if p not in ort.get_available_providers()]
     if missing:
         raise RuntimeEnvironmentError(f"onnxruntime here lacks the recorded providers {missing}.")

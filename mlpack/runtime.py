@@ -52,6 +52,7 @@ def load(path: str | Path, *, threads: int | None = None, check: bool = True) ->
     """Open a package for prediction; with ``check`` (the default) refuse one whose files were changed."""
     package = open_intact(path, "refusing to load it.") if check else open_package(path)
     settings = reference.replay_settings(package.manifest.runtime.session, threads)
-    session = reference.open_session(package.path / package.manifest.model.file, settings)
+    # a loaded model lives long and sees batches of every size: memory goes back once a large one is done
+    session = reference.open_session(package.path / package.manifest.model.file, settings, keep_memory=False)
     inputs, outputs = reference.signature(session)
     return Model(package=package, session=session, inputs=inputs, outputs=outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -25,7 +26,7 @@ def bad_request(message: str) -> RequestError:
     return RequestError(HTTPStatus.BAD_REQUEST, message)
 
 
-def decode_bytes_tensor(blob: bytes) -> list[bytes]:
+def decode_bytes_tensor(blob: bytes | memoryview) -> list[bytes]:
     """A BYTES tensor in the binary extension: each element is a little-endian uint32 length, then its bytes."""
     items, offset = [], 0
     while offset < len(blob):
@@ -35,7 +36,7 @@ def decode_bytes_tensor(blob: bytes) -> list[bytes]:
         # a length running past the data would otherwise be cut short silently and served as if it were whole
         if offset + 4 + length > len(blob):
             raise bad_request("A BYTES element's length prefix runs past the tensor's binary data.")
-        items.append(blob[offset + 4 : offset + 4 + length])
+        items.append(bytes(blob[offset + 4 : offset + 4 + length]))
         offset += 4 + length
     return items
 
@@ -55,14 +56,14 @@ def header_int(name: str, value: str) -> int:
     return int(value)
 
 
-def split_request(body: bytes, json_length: int | None) -> tuple[dict[str, Any], bytes]:
-    """The request's JSON head and the binary tensor data after it; ``json_length`` is the
-    Inference-Header-Content-Length the client sent, None when the whole body is JSON."""
+def split_request(body: bytes, json_length: int | None) -> tuple[dict[str, Any], bytes | memoryview]:
+    """The request's JSON head and the binary tensor data after it, a view into ``body`` rather than a copy;
+    ``json_length`` is the Inference-Header-Content-Length the client sent, None when the whole body is JSON."""
     split = json_length if json_length is not None else len(body)
     if not 0 <= split <= len(body):
         raise bad_request("Inference-Header-Content-Length exceeds the body.")
     try:
-        request = json.loads(body[:split])
+        request = json.loads(body if split == len(body) else body[:split])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"The request is not valid JSON: {exc}.") from None
     except RecursionError:  # deeply nested arrays exhaust the parser's stack, not the body limit
@@ -75,7 +76,7 @@ def split_request(body: bytes, json_length: int | None) -> tuple[dict[str, Any],
         raise bad_request("The request's 'id' must be a string.")
     if not isinstance(request.get("outputs") or [], list):
         raise bad_request("The request's 'outputs' must be a list.")
-    return request, body[split:]
+    return request, (memoryview(body)[split:] if split < len(body) else b"")
 
 
 def parameters(tensor: dict[str, Any], what: str) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def binary_size(name: str, params: dict[str, Any]) -> int | None:
     return size
 
 
-def parse_input(spec: TensorSpec, tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
+def parse_input(spec: TensorSpec, tensor: dict[str, Any], binary: bytes | memoryview | None) -> np.ndarray:
     """One request input as an array the model takes, from its JSON ``data`` or, when given, its binary data.
     Datatype and shape must match the signature exactly: the server never casts."""
     name = tensor["name"]
@@ -143,7 +144,7 @@ def parse_input(spec: TensorSpec, tensor: dict[str, Any], binary: bytes | None) 
 
 
 def _from_binary(
-    name: str, datatype: str, shape: list[int], count: int, dtype: np.dtype[Any], binary: bytes
+    name: str, datatype: str, shape: list[int], count: int, dtype: np.dtype[Any], binary: bytes | memoryview
 ) -> np.ndarray:
     if datatype == "BYTES":
         try:
@@ -172,17 +173,36 @@ def json_data(value: np.ndarray) -> list[Any]:
     return data
 
 
+JSON_CHUNK = 65536  # elements turned into Python objects at a time when a reply's data is written as JSON
+
+
+def json_data_chunks(value: np.ndarray) -> Iterator[bytes]:
+    """``json_data`` as the bytes of a JSON array, a slice at a time: a large output never exists as millions
+    of Python floats at once, nor as one string beside its bytes (16 Mi floats: 1.1 GiB at peak before)."""
+    flat = value.ravel()
+    yield b"["
+    for start in range(0, flat.size, JSON_CHUNK):
+        text = json.dumps(json_data(flat[start : start + JSON_CHUNK]), separators=(",", ":"), allow_nan=False)
+        yield (text[1:-1] if start == 0 else "," + text[1:-1]).encode()
+    yield b"]"
+
+
 def encode_output(
     name: str, datatype: str, value: np.ndarray, binary: bool
 ) -> tuple[dict[str, Any], bytes | None]:
-    """One response output: its JSON entry, and its raw bytes when the client asked for binary data."""
+    """One response output: its JSON entry, and its raw bytes when the client asked for binary data. The entry
+    of a JSON output holds the array itself under "data", written out by ``InferResponse.encode``."""
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(value.shape)}
     if not binary:
-        tensor["data"] = json_data(value)
+        tensor["data"] = value
         return tensor, None
     blob = encode_bytes_tensor(value) if value.dtype.kind in "USO" else np.ascontiguousarray(value).tobytes()
     tensor["parameters"] = {"binary_data_size": len(blob)}
     return tensor, blob
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()  # never bare NaN
 
 
 @dataclass(frozen=True)
@@ -192,9 +212,20 @@ class InferResponse:
     head: dict[str, Any]
     blobs: tuple[bytes, ...] = ()
 
-    def encode(self) -> tuple[bytes, int | None]:
-        """The body, and the JSON head's length when binary outputs follow it (the client needs it to split)."""
-        head = json.dumps(self.head, separators=(",", ":"), allow_nan=False).encode()  # never bare NaN
+    def encode(self) -> tuple[list[bytes], int | None]:
+        """The body as pieces to send in turn, and the JSON head's length when binary outputs follow it
+        (the client needs it to split)."""
+        rest = {key: value for key, value in self.head.items() if key != "outputs"}
+        pieces = [_dumps(rest)[:-1] + b',"outputs":[']  # the head always has model_name: rest is not empty
+        for i, tensor in enumerate(self.head["outputs"]):
+            pieces.append(b"," if i else b"")
+            if "data" not in tensor:
+                pieces.append(_dumps(tensor))
+                continue
+            pieces.append(_dumps({k: v for k, v in tensor.items() if k != "data"})[:-1] + b',"data":')
+            pieces.extend(json_data_chunks(tensor["data"]))
+            pieces.append(b"}")
+        pieces.append(b"]}")
         if not self.blobs:
-            return head, None
-        return head + b"".join(self.blobs), len(head)
+            return pieces, None
+        return pieces + list(self.blobs), sum(map(len, pieces))

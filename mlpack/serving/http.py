@@ -48,15 +48,21 @@ class Handler(BaseHTTPRequestHandler):
             log(format % args)
 
     def _send(
-        self, status: int, body: bytes, content_type: str = "application/json", extra: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes | list[bytes],
+        content_type: str = "application/json",
+        extra: dict[str, str] | None = None,
     ) -> None:
+        pieces = [body] if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(map(len, pieces))))
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        for piece in pieces:
+            self.wfile.write(piece)
 
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, separators=(",", ":")).encode())
@@ -160,11 +166,42 @@ class Handler(BaseHTTPRequestHandler):
         dataplane.ready_model(entry)  # a model that is not ready answers 503 before the body is judged
         header = self.headers.get("Inference-Header-Content-Length")
         json_length = None if header is None else header_int("Inference-Header-Content-Length", header.strip())
-        request, binary = split_request(body, json_length)
-        answer, head_length = dataplane.infer(entry, request, binary, self.server.limits.max_elements).encode()
+        if not self.server.budget.acquire(length, self.server.limits.idle_timeout):
+            raise RequestError(
+                HTTPStatus.SERVICE_UNAVAILABLE, "The server is busy with other large requests; try again shortly."
+            )
+        try:
+            request, binary = split_request(body, json_length)
+            del body  # from here the parsed request (and a view for binary data) holds what is needed
+            answer, head_length = dataplane.infer(entry, request, binary, self.server.limits.max_elements).encode()
+        finally:
+            self.server.budget.release(length)
         if head_length is None:
             return self._send(200, answer)
         self._send(200, answer, "application/octet-stream", {"Inference-Header-Content-Length": str(head_length)})
+
+
+class BodyBudget:
+    """The request-body bytes one worker decodes and answers at once. Each byte of JSON costs up to a dozen
+    in Python objects until the reply is encoded, so without this, twenty clients sending the largest allowed
+    body together could take the machine's memory. It is taken only once a whole body has arrived, so that
+    slow clients cannot hold it; a request waits its turn for up to the idle timeout, then gets 503."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.used = capacity, 0
+        self._free = threading.Condition()
+
+    def acquire(self, size: int, timeout: float | None) -> bool:
+        with self._free:
+            if not self._free.wait_for(lambda: self.used + size <= self.capacity, timeout):
+                return False
+            self.used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._free:
+            self.used -= size
+            self._free.notify_all()
 
 
 @dataclass(frozen=True)
@@ -198,6 +235,7 @@ class V2Server(ThreadingHTTPServer):
         self.socket = sock
         self.models = models
         self.limits = limits
+        self.budget = BodyBudget(BODIES_AT_ONCE * limits.max_body)
         self._lock = threading.Lock()
         # each open connection -> since when it has waited for its client, or None while a request is served
         self._waiting_since: dict[socket.socket, float | None] = {}
@@ -249,6 +287,8 @@ class V2Server(ThreadingHTTPServer):
             self._waiting_since.pop(request, None)
         super().shutdown_request(request)
 
+
+BODIES_AT_ONCE = 2  # bodies of the largest allowed size one worker decodes and answers at once
 
 _BUSY = b'{"error":"Every connection is busy with a request; try again shortly."}'
 _AT_CAPACITY = (
