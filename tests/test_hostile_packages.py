@@ -177,3 +177,43 @@ def test_recorded_threads_above_the_cores_replay_at_the_cores_with_a_cause(packa
     assert report.verdict in ("identical", "equivalent") and report.passed
     if report.verdict != "identical":
         assert any(f"instead of the recorded {cores + 62}" in cause for cause in report.causes)
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_serve_refuses_a_hostile_package_or_says_why_it_is_not_ready(case: str, package: Path) -> None:
+    """Refused before listening (exit 3, one sentence), or listening with the model never ready and the reason
+    on /v2/health/ready; never "verifying" for ever, and never ready."""
+    import re
+    import signal
+    import time
+
+    import requests
+
+    edit, expected = CORPUS[case]
+    rewrite(package, edit)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlpack", "serve", str(package), "--port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        listening = re.search(r"listening on (http://\S+)", first)
+        if listening is None:
+            stderr = first + process.communicate(timeout=60)[1]
+            assert process.returncode == 3, stderr
+            assert expected in one_sentence_error(subprocess.CompletedProcess([], 3, "", stderr))
+            return
+        deadline, ready = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            ready = requests.get(listening.group(1) + "/v2/health/ready", timeout=10)
+            if set(ready.json()["models"].values()) - {"loading", "verifying"}:
+                break
+            time.sleep(0.1)
+        assert ready is not None and ready.status_code == 503, ready
+        (reason,) = ready.json()["models"].values()
+        assert "tampered" in reason or expected in reason, reason
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)

@@ -145,3 +145,39 @@ def test_every_command_is_mapped_to_the_module_that_defines_it() -> None:
         )
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
         assert result.stdout.strip().splitlines()[-1] == f"0 ['mlpack.cli.{module}']", result.stderr
+
+
+def test_an_error_raised_after_an_interrupt_is_reported_as_the_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy turns an interrupt during its import into ImportError("import numpy failed"): once SIGTERM or
+    Ctrl-C has arrived, whatever error follows is the interrupt, never a false diagnosis."""
+    import typer
+
+    from mlpack.cli.common import run
+
+    def action() -> None:
+        raise ImportError("import numpy failed")
+
+    monkeypatch.setitem(state, "interrupted", True)
+    with pytest.raises(typer.Exit) as stopped:
+        run(False, action)
+    assert stopped.value.exit_code == 130
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3])
+def test_sigterm_at_any_moment_of_verify_is_an_interrupt(built: Path, delay: float, tmp_path: Path) -> None:
+    """Whenever it lands (in Python's start, mlpack's, onnxruntime's or numpy's import, or the replay), SIGTERM
+    ends verify as interrupted (130) or before mlpack's handler exists (-15), or verify has finished (0)."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlpack", "verify", str(built)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode in (0, 130, -signal.SIGTERM), stderr
+    assert "not installed" not in stderr and "unexpected" not in stderr and "Traceback" not in stderr, stderr
+    if process.returncode == 130:
+        assert "interrupted" in stderr, stderr
