@@ -217,3 +217,29 @@ def test_serve_refuses_a_hostile_package_or_says_why_it_is_not_ready(case: str, 
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["push", "{pkg}", "127.0.0.1:9/forest:1"],  # nothing listens on port 9: refused before any connection
+        ["containerize", "{pkg}", "--tag", "localhost/forest:hostile"],
+        ["containerize", "{pkg}", "--engine", "oci", "--out", "{out}", "--base", "/nonexistent/base"],
+        ["export", "triton", "{pkg}", "{out}"],
+    ],
+    ids=["push", "containerize", "containerize-oci", "export"],
+)
+def test_symlinked_model_is_refused_before_it_leaves(package: Path, tmp_path: Path, command: list[str]) -> None:
+    """A symlink with the right hash once made push upload whatever it pointed at: every command that ships a
+    package refuses it (exit 3) before it contacts a registry or an engine, or writes anything."""
+    rewrite(package, model_symlink)
+    out = tmp_path / "out"
+    argv = [part.replace("{out}", str(out)).replace("{pkg}", str(package)) for part in command]
+    result = subprocess.run(
+        [sys.executable, "-m", "mlpack", *argv],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/engine.sock"},
+    )  # fmt: skip
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "model.onnx (unsafe)" in one_sentence_error(result)
+    assert not out.exists()

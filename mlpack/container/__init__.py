@@ -45,10 +45,15 @@ class Context:
     mlpack_wheel: str
 
 
-def render(package_path: str | Path, base: str, folder: Path) -> Context:
-    """Lay out a build context in ``folder``; wheels are cached by the runtime lock's hash, so a rebuild
-    fetches nothing."""
-    package = open_intact(package_path, "rebuild it: a tampered package is never containerized.")
+def intact(package_path: str | Path) -> Package:
+    """The package, refused (exit 3) unless every file is intact: checked before any engine, base image or
+    index is contacted, so that a tampered package is never shipped nor waits on them."""
+    return open_intact(package_path, "rebuild it: a tampered package is never containerized.")
+
+
+def render(package: Package, base: str, folder: Path) -> Context:
+    """Lay out a build context for an intact package in ``folder``; wheels are cached by the runtime lock's
+    hash, so a rebuild fetches nothing."""
     lock = package.path / RUNTIME_LOCK
     if not lock.is_file():
         reason = package.manifest.environment.runtime_lock.get("reason", "")
@@ -66,12 +71,12 @@ def render(package_path: str | Path, base: str, folder: Path) -> Context:
 
 
 @contextmanager
-def build_context(package_path: str | Path, base: str, keep: Path | None = None) -> Iterator[Context]:
+def build_context(package: Package, base: str, keep: Path | None = None) -> Iterator[Context]:
     """A rendered build context for the length of the ``with``: a temporary folder removed afterwards,
     success or failure (it holds the whole wheelhouse), or ``keep``, which the caller asked to keep."""
     folder = keep or Path(tempfile.mkdtemp(prefix="mlpack-context-"))
     try:
-        yield render(package_path, base, folder)
+        yield render(package, base, folder)
     finally:
         if keep is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
-from mlpack.container import Context, build_context, verify_report
+from mlpack.container import Context, build_context, intact, verify_report
 from mlpack.container.contract import DIGEST_LABEL, VENV_PYTHON, Contract
 from mlpack.errors import EngineError, GateFailed, UsageError
 from mlpack.options import DEFAULT_BASE_IMAGE
@@ -161,10 +161,11 @@ def containerize(
     say = progress or (lambda _step: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    checked = intact(package)
     engine = client()
     base_digest = _base_digest(engine, base)
     say("rendering the build context (wheelhouse of the runtime lock)")
-    with build_context(package, base, context_dir) as context:
+    with build_context(checked, base, context_dir) as context:
         seconds["context"] = round(time.perf_counter() - started, 2)
         release = tag or f"mlpack/{context.package.name}:{context.package.version}"
         candidate = _candidate(release, context.package.digest)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpack import __version__, clock
-from mlpack.container import MANYLINUX, PYTHON_VERSION, labels, render
+from mlpack.container import MANYLINUX, PYTHON_VERSION, intact, labels, render
 from mlpack.container.contract import DIGEST_LABEL, SYSTEM_PYTHON, Contract
 from mlpack.errors import EngineError, UsageError
 from mlpack.oci.spec import (
@@ -241,12 +241,13 @@ def write_image(
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty: give a new folder for the OCI layout.")
+    checked = intact(package)
     work = Path(tempfile.mkdtemp(prefix="mlpack-oci-"))
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
     try:
         layout = Layout(partial)
         base_layers, base_config = _base(base, layout)
-        context = render(package, base, context_dir or work / "context")
+        context = render(checked, base, context_dir or work / "context")
         contract = Contract(context.package.name, SYSTEM_PYTHON)
         _install_runtime(context.folder / "wheels", context.folder / "requirements.lock", context.mlpack_wheel,
                          work / "runtime")  # fmt: skip
