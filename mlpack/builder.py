@@ -123,6 +123,8 @@ def build(
         raise UsageError("--onnx checks your ONNX export against a native model; this model is ONNX already.")
     say("checking the supplied ONNX model" if onnx is not None else f"converting with {converter.name}")
     converted, conversion_s = _convert(converter, native, arrays, ConvertOptions(opts.opset, opts.precision), onnx)
+    if "note" in converted.details:  # also in the manifest's source details
+        say(f"note: {converted.details['note']}")
     job = Job(opts, package_name, source_file, native, converter, converted, canonicalise(converted.model),
               conversion_s, onnx is not None, resolve, timings, accept_parity, say)  # fmt: skip
     with staging(target, force, "another --out or version") as folder:

@@ -32,34 +32,89 @@ DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset 18 and newer
 TOLERANCES = {"probabilities": Tolerance(atol=1e-5, rtol=1e-4), "value": Tolerance(atol=1e-5, rtol=1e-4)}
 
 
-def _input_names(model: Any, sample: dict[str, np.ndarray]) -> list[str]:
-    """The forward() parameter names, so that an .npz sample can be keyed by them."""
-    if set(sample) != {""}:
-        return list(sample)
-    target = model.module() if type(model).__name__ == "ExportedProgram" else model
+def _parameters(model: Any) -> list[tuple[str, bool]] | None:
+    """forward()'s parameters that can take a tensor, as (name, has a default), in order; None when the
+    signature cannot be read."""
+    target = _callable(model)
+    schema = getattr(getattr(target, "forward", None), "schema", None)
+    if schema is not None:  # TorchScript: the compiled schema, whose first argument is self
+        return [(arg.name, arg.has_default_value()) for arg in schema.arguments[1:]]
     try:
-        params = [p for p in inspect.signature(target.forward).parameters.values() if p.kind != p.VAR_KEYWORD]
-        return [params[0].name] if params else ["input"]
+        params = inspect.signature(target.forward).parameters.values()
     except (TypeError, ValueError, AttributeError):
-        return ["input"]
+        return None
+    tensors = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return [(p.name, p.default is not inspect.Parameter.empty) for p in params if p.kind in tensors]
 
 
-def _tensors(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
+def bind_inputs(model: Any, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The sample keyed by forward()'s parameter names, in forward()'s order. Tensors reach the model by
+    name: a dict given in another order than forward() once fed each tensor to the wrong parameter, and the
+    parity check, which called the model the same wrong way, could not see it."""
+    params = _parameters(model)
+    if set(sample) == {""}:
+        return {params[0][0] if params else "input": sample[""]}
+    if params is None:
+        return dict(sample)
+    names = [name for name, _ in params]
+    signature = f"forward({', '.join(names)})"
+    for key in sample:
+        if key not in names:
+            raise UsageError(f"The sample names the input {key!r}, which is not a parameter of {signature}.")
+    missing = [name for name, has_default in params if not has_default and name not in sample]
+    if missing:
+        raise UsageError(f"The sample gives no {missing[0]!r}, which {signature} needs.")
+    return {name: sample[name] for name in names if name in sample}
+
+
+def _tensors(feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(value)) for value in feeds.values())
+    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feeds.items()}
+
+
+def _flatten(result: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Output tensors with stable names: a dict's keys (Hugging Face ModelOutput is one) or a named tuple's
+    fields, joined with "." when nested; a tuple's items by position; a lone tensor is "output"."""
+    import torch
+
+    def join(key: str) -> str:
+        return f"{prefix}.{key}" if prefix else key
+
+    if isinstance(result, torch.Tensor):
+        return [(prefix or "output", result)]
+    if isinstance(result, dict):
+        return [
+            item for key, value in result.items() if value is not None for item in _flatten(value, join(str(key)))
+        ]
+    if isinstance(result, tuple) and hasattr(result, "_fields"):
+        return [item for key in result._fields for item in _flatten(getattr(result, key), join(key))]
+    if isinstance(result, (tuple, list)):
+        stem = prefix or "output"
+        return [item for i, value in enumerate(result) for item in _flatten(value, f"{stem}_{i}")]
+    raise UsageError(
+        f"The model returns a {type(result).__name__}; mlpack needs tensors, or tuples, lists or dicts of them."
+    )
+
+
+def _call(model: Any, tensors: dict[str, Any]) -> Any:
+    """The model called with each tensor bound to the parameter it is named for. A torch.export program
+    takes its leading inputs by position, as it was exported, and the rest by keyword."""
+    if type(model).__name__ != "ExportedProgram":
+        return model(**tensors)
+    names = [name for name, _ in _parameters(model) or []] or list(tensors)
+    ordered = [name for name in names if name in tensors]
+    positional = model.call_spec.in_spec.children_specs[0].num_children
+    args = [tensors[name] for name in ordered[:positional]]
+    return model.module()(*args, **{name: tensors[name] for name in ordered[positional:]})
 
 
 def _outputs(result: Any) -> list[np.ndarray]:
-    import torch
-
-    if isinstance(result, torch.Tensor):
-        return [result.detach().cpu().numpy()]
-    if isinstance(result, (tuple, list)):
-        return [r.detach().cpu().numpy() for r in result]
-    if isinstance(result, dict):
-        return [v.detach().cpu().numpy() for v in result.values()]
-    raise UsageError(f"The model returns a {type(result).__name__}; mlpack needs tensors, or tuples of tensors.")
+    return [value.detach().cpu().numpy() for _, value in _flatten(result)]
 
 
 def _callable(model: Any) -> Any:
@@ -97,73 +152,99 @@ class TorchConverter:
 
     def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
         torch = require("torch", "torch")
-        names = _input_names(model, sample)
-        arrays = list(sample.values())
+        arrays = bind_inputs(model, sample)
         casts: dict[str, str] = {}
-        for i, (name, array) in enumerate(zip(names, arrays, strict=True)):
+        for name, array in arrays.items():
             if array.dtype == np.float64 and options.precision == "float32":
-                arrays[i] = array.astype(np.float32)
+                arrays[name] = array.astype(np.float32)
                 casts[name] = "float64->float32"
         # two rows at least: torch.export specialises a batch of one into a constant
-        example = tuple(torch.from_numpy(np.ascontiguousarray(a[np.arange(2) % len(a)])) for a in arrays)
-        if hasattr(model, "eval"):
-            model.eval()
-        with torch.no_grad():
-            count = len(_outputs(_callable(model)(*example)))
-        output_names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+        example = {
+            name: torch.from_numpy(np.ascontiguousarray(a[np.arange(2) % len(a)])) for name, a in arrays.items()
+        }
         details: dict[str, Any] = {}
-        try:
-            onx = self._dynamo(model, example, names, output_names, options)
-            details["exporter"] = "dynamo"
-        except Exception as exc:
-            if type(model).__name__ == "ExportedProgram":
-                raise ConversionError(f"torch.onnx could not export the program: {str(exc)[:300]}") from None
-            details["exporter"] = "legacy"
-            details["dynamo_failure"] = str(exc).strip().splitlines()[0][:300]
+        with _eval_mode(model, details):
+            with torch.no_grad():
+                output_names = [name for name, _ in _flatten(_call(model, example))]
             try:
-                onx = self._legacy(model, example, names, output_names, options)
-            except Exception as legacy_exc:
-                raise ConversionError(
-                    f"torch.onnx could not export {type(model).__name__} (dynamo: {details['dynamo_failure']}; "
-                    f"legacy: {str(legacy_exc).strip().splitlines()[0][:200]})"
-                ) from None
+                onx = self._dynamo(model, example, output_names, options)
+                details["exporter"] = "dynamo"
+            except Exception as exc:
+                if type(model).__name__ == "ExportedProgram":
+                    raise ConversionError(f"torch.onnx could not export the program: {str(exc)[:300]}") from None
+                details["exporter"] = "legacy"
+                details["dynamo_failure"] = str(exc).strip().splitlines()[0][:300]
+                try:
+                    onx = self._legacy(model, example, output_names, options)
+                except Exception as legacy_exc:
+                    raise ConversionError(
+                        f"torch.onnx could not export {type(model).__name__} (dynamo: {details['dynamo_failure']}; "
+                        f"legacy: {str(legacy_exc).strip().splitlines()[0][:200]})"
+                    ) from None
         return Converted(model=onx, input_cast=casts, details=details)
 
-    def _dynamo(self, model: Any, example: tuple[Any, ...], names: list[str], outputs: list[str],
+    def _dynamo(self, model: Any, example: dict[str, Any], outputs: list[str],
                 options: ConvertOptions) -> onnx.ModelProto:  # fmt: skip
         import torch
 
         opset = max(options.opset, DYNAMO_MIN_OPSET)
-        kwargs: dict[str, Any] = {"input_names": names, "output_names": outputs, "opset_version": opset}
+        kwargs: dict[str, Any] = {"output_names": outputs, "opset_version": opset}
         if type(model).__name__ != "ExportedProgram":
             batch = torch.export.Dim("batch")
-            kwargs["dynamic_shapes"] = tuple({0: batch} for _ in example)
+            kwargs["dynamic_shapes"] = {name: {0: batch} for name in example}
+            kwargs["input_names"] = list(example)
         with _quiet():
-            program = torch.onnx.export(model, example, dynamo=True, verbose=False, **kwargs)
+            # by keyword: each tensor reaches the parameter it is named for, whatever the sample's order
+            program = torch.onnx.export(model, (), kwargs=example, dynamo=True, verbose=False, **kwargs)
         if program is None:
             raise ConversionError("torch.onnx.export returned no program.")
         return program.model_proto
 
-    def _legacy(self, model: Any, example: tuple[Any, ...], names: list[str], outputs: list[str],
+    def _legacy(self, model: Any, example: dict[str, Any], outputs: list[str],
                 options: ConvertOptions) -> onnx.ModelProto:  # fmt: skip
         import onnx
         import torch
 
+        params = [name for name, _ in _parameters(model) or []]
+        given = list(example)
+        if params and given != params[: len(given)]:  # the legacy exporter passes inputs by position
+            raise ConversionError(
+                f"the legacy exporter passes inputs by position, and the sample gives {given} of forward({', '.join(params)}): "
+                "give every parameter up to the last one given"
+            )
         buffer = io.BytesIO()
-        axes = {name: {0: "batch"} for name in [*names, *outputs]}
+        axes = {name: {0: "batch"} for name in [*given, *outputs]}
         with _quiet():
             torch.onnx.export(
-                model, example, buffer,  # type: ignore[arg-type]  # a file object works, the stubs say path
-                dynamo=False, input_names=names, output_names=outputs, dynamic_axes=axes, opset_version=options.opset,
+                model, tuple(example.values()), buffer,  # type: ignore[arg-type]  # a file object works, the stubs say path
+                dynamo=False, input_names=given, output_names=outputs, dynamic_axes=axes, opset_version=options.opset,
             )  # fmt: skip
         return onnx.load_from_string(buffer.getvalue())
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.no_grad():
-            results = _outputs(_callable(model)(*_tensors(feeds)))
+        with torch.no_grad(), _eval_mode(model):
+            results = _outputs(_call(model, _tensors(feeds)))  # by name, as the ONNX model is fed
         return dict(zip(output_names, results, strict=True))
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any, details: dict[str, Any] | None = None) -> Iterator[None]:
+    """Export and run in eval mode (dropout off, batch norm on its running statistics), then give the user's
+    object back in the mode it was in; a model left in training mode is noted in ``details`` (the manifest)."""
+    training = bool(getattr(model, "training", False))
+    if training:
+        if details is not None:
+            details["note"] = (
+                "the model was in training mode: exported in eval mode, then put back in training mode"
+            )
+        model.eval()
+    try:
+        yield
+    finally:
+        if training:
+            model.train()
 
 
 @contextlib.contextmanager
