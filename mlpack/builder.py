@@ -52,7 +52,7 @@ from mlpack.package import (
     refuse_existing,
     staging,
 )  # fmt: skip
-from mlpack.sample import fit_to_inputs, load_sample
+from mlpack.sample import fit_to_inputs, load_sample, require_rows
 
 if TYPE_CHECKING:
     import onnx
@@ -94,6 +94,7 @@ def build(
     lineage: Mapping[str, Any] | None = None,
     accept_parity: bool = False,
     max_rows: int | None = None,
+    dynamic_shapes: Mapping[str, Any] | None = None,
     timings: bool = True,
     project: bool = True,
     progress: Progress | None = None,
@@ -107,7 +108,7 @@ def build(
     opts = options.merge(
         dict(model=model, sample=sample, name=name, version=version, out=out, trust_pickle=trust_pickle,
              tolerances=tolerances, threads=threads, opset=opset, precision=precision, index_url=index_url,
-             lineage=lineage, max_rows=max_rows),
+             lineage=lineage, max_rows=max_rows, dynamic=dynamic_shapes),
         project=project,
     )  # fmt: skip
     say = progress or (lambda _step: None)
@@ -119,10 +120,15 @@ def build(
 
     arrays = load_sample(opts.sample)
     converter = find_converter(native)
+    if converter.native_runs:  # the families mlpack converts take rows; ONNX takes tensors as given
+        require_rows(arrays)
     if onnx is not None and not converter.native_runs:
         raise UsageError("--onnx checks your ONNX export against a native model; this model is ONNX already.")
     say("checking the supplied ONNX model" if onnx is not None else f"converting with {converter.name}")
-    converted, conversion_s = _convert(converter, native, arrays, ConvertOptions(opts.opset, opts.precision), onnx)
+    if opts.dynamic and (converter.name != "torch" or onnx is not None):
+        raise UsageError("Dynamic axes (--dynamic, dynamic_shapes=) apply to PyTorch models that mlpack exports.")
+    convert_options = ConvertOptions(opts.opset, opts.precision, opts.dynamic)
+    converted, conversion_s = _convert(converter, native, arrays, convert_options, onnx)
     if "note" in converted.details:  # also in the manifest's source details
         say(f"note: {converted.details['note']}")
     job = Job(opts, package_name, source_file, native, converter, converted, canonicalise(converted.model),
@@ -164,8 +170,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity
     )
     figures = (
-        timing.performance(golden.session, converter, job.native, golden.feeds, list(golden.results),
-                           job.conversion_s, golden.row_batches)
+        timing.performance(golden.session, converter, job.native, golden.inputs, golden.feeds,
+                           list(golden.results), job.conversion_s)
         if job.timings
         else {"omitted": "timings=False"}
     )  # fmt: skip
@@ -192,7 +198,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
             input_cast={**job.converted.input_cast, **golden.casts},
             outputs=tuple(c.to_dict() for c in comparisons),
         ),
-        reference=ReferenceInfo(INPUTS, OUTPUTS, len(next(iter(golden.feeds.values()))), golden.row_batches),
+        reference=ReferenceInfo(INPUTS, OUTPUTS, reference.shared_rows(golden.inputs, golden.feeds) or 1,
+                                golden.row_batches),
         runtime=RuntimeInfo(profile["onnxruntime"]["version"], golden.settings),
         tolerances=tols,
         performance=figures,
@@ -227,10 +234,13 @@ def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.B
     settings = SessionSettings(intra_op_num_threads=opts.threads)
     session = reference.open_session(model_file, settings)
     inputs, outputs = reference.signature(session)
-    if len(next(iter(arrays.values()))) > opts.max_rows:
-        arrays = {k: v[: opts.max_rows] for k, v in arrays.items()}
     feeds, casts = fit_to_inputs(arrays, inputs)
-    row_batches = reference.needs_row_batches(inputs, len(next(iter(feeds.values()))))
+    rows = reference.shared_rows(inputs, feeds)
+    if rows is not None and rows > opts.max_rows:  # golden rows are capped; a fixed batch keeps whole batches
+        batch = reference.fixed_batch(inputs) or 1
+        keep = max(batch, opts.max_rows - opts.max_rows % batch)
+        feeds = {name: value[:keep] for name, value in feeds.items()}
+    row_batches = reference.needs_row_batches(inputs, feeds)
     try:
         results = reference.run(session, feeds, row_batches)
     except MlpackError:

@@ -66,6 +66,7 @@ class BuildOptions:
     lineage: Mapping[str, Any] = field(default_factory=dict)
     index_url: str | None = None
     trust_pickle: bool = False
+    dynamic: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # input -> {axis: dimension name}
 
     def validate(self) -> BuildOptions:
         if self.model is None or self.sample is None:
@@ -78,7 +79,46 @@ class BuildOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
         _check_tolerances(self.tolerances)
-        return self
+        return replace(self, dynamic=dynamic_axes(self.dynamic))
+
+
+def dynamic_axes(given: Any) -> dict[str, dict[int, str]]:
+    """Dynamic axes beyond the batch, as {input: {axis: dimension name}}. Accepts that form, or
+    {input: [axes]}, where each axis is named "axisK" and so shared by every input that makes axis K dynamic
+    (input_ids and attention_mask share their sequence length). Axis 0 is the batch, always dynamic."""
+    if not isinstance(given, Mapping):
+        raise UsageError(
+            f"Dynamic axes must map input names to axes, such as {{'input_ids': [1]}}, not {given!r}."
+        )
+    axes: dict[str, dict[int, str]] = {}
+    for name, spec in given.items():
+        named = dict(spec) if isinstance(spec, Mapping) else {axis: f"axis{axis}" for axis in spec or ()}
+        for axis, dim in named.items():
+            if isinstance(axis, bool) or not isinstance(axis, int) or axis < 1:
+                raise UsageError(
+                    f"The dynamic axis {axis!r} of {name!r} must be a whole number of at least 1 (axis 0 is the "
+                    "batch, dynamic already)."
+                )
+            if not isinstance(dim, str) or not dim.isidentifier():
+                raise UsageError(
+                    f"The dynamic axis {axis} of {name!r} needs a name such as 'sequence', not {dim!r}."
+                )
+        axes[str(name)] = named
+    return axes
+
+
+def parse_dynamic(values: list[str]) -> dict[str, dict[int, str]]:
+    """--dynamic NAME:AXIS[=DIM] values (repeatable) as dynamic_axes takes them."""
+    axes: dict[str, dict[int, str]] = {}
+    for value in values:
+        name, _, rest = value.rpartition(":")
+        axis, _, dim = rest.partition("=")
+        if not name or not axis.isdigit():
+            raise UsageError(
+                f"--dynamic takes NAME:AXIS or NAME:AXIS=DIM, such as input_ids:1=sequence, not {value!r}."
+            )
+        axes.setdefault(name, {})[int(axis)] = dim or f"axis{axis}"
+    return dynamic_axes(axes)
 
 
 def _check_tolerances(tolerances: Any) -> None:

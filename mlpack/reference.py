@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,24 +78,51 @@ def signature(session: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return describe(session.get_inputs()), describe(session.get_outputs())
 
 
-def needs_row_batches(inputs: list[TensorSpec], rows: int) -> bool:
-    """A model with a fixed batch of 1 runs row by row; everything else runs the sample in one call."""
-    return rows > 1 and any(spec.shape[:1] == (1,) for spec in inputs)
+def fixed_batch(inputs: Sequence[TensorSpec]) -> int | None:
+    """The batch size every input fixes on its leading axis, when they all fix the same one."""
+    leading = {spec.shape[0] if spec.shape else None for spec in inputs}
+    if len(leading) == 1:
+        (first,) = leading
+        if isinstance(first, int) and first > 0:
+            return first
+    return None
+
+
+def shared_rows(inputs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int | None:
+    """The sample's row count where rows mean something: the model has a batch axis shared by every input
+    (dynamic on all of them, or the same fixed size) and every input has the same number of rows. None for
+    scalars, inputs of different leading sizes, or models without a batch axis: their sample is one run."""
+    arrays = list(feeds.values())
+    if not arrays or any(array.ndim == 0 for array in arrays) or len({a.shape[0] for a in arrays}) != 1:
+        return None
+    dynamic = all(spec.shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0) for spec in inputs)
+    return arrays[0].shape[0] if dynamic or fixed_batch(inputs) else None
+
+
+def needs_row_batches(inputs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> bool:
+    """A model with a fixed batch runs the sample a batch at a time; everything else in one call."""
+    batch, rows = fixed_batch(inputs), shared_rows(inputs, feeds)
+    return batch is not None and rows is not None and rows > batch
 
 
 def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -> dict[str, np.ndarray]:
+    """The outputs for ``feeds``; with ``row_batches``, in pieces of the model's fixed batch, concatenated."""
     names = [o.name for o in session.get_outputs()]
     if not row_batches:
         results = session.run(names, feeds)
     else:
+        batch = fixed_batch(signature(session)[0]) or 1
         rows = next(iter(feeds.values())).shape[0]
-        parts = [session.run(names, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(rows)]
+        parts = [
+            session.run(names, {k: v[i : i + batch] for k, v in feeds.items()}) for i in range(0, rows, batch)
+        ]
         results = [np.concatenate([part[j] for part in parts]) for j in range(len(names))]
     outputs = {}
     for name, value in zip(names, results, strict=True):
         if not isinstance(value, np.ndarray):
-            raise RuntimeEnvironmentError(
-                f"Output {name!r} is not a tensor (sequence or map outputs such as ZipMap are not supported)."
+            raise UsageError(
+                f"Output {name!r} is a {type(value).__name__}, not a tensor: mlpack handles tensors only "
+                "(sequences and maps are not supported, ZipMap among them)."
             )
         outputs[name] = value
     return outputs

@@ -11,6 +11,7 @@ import numpy as np
 
 from mlpack.errors import UsageError
 from mlpack.manifest import TensorSpec
+from mlpack.reference import fixed_batch
 from mlpack.tensors import numpy_dtype
 
 
@@ -85,16 +86,24 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
             arrays = {str(c): _column(source[c].to_numpy()) for c in source.columns}
     else:
         arrays = {"": np.asarray(source)}
-    if not arrays or any(array.size == 0 or array.ndim == 0 for array in arrays.values()):
+    if not arrays or any(array.size == 0 for array in arrays.values()):
         raise UsageError("The sample is empty: give at least one row of input.")
-    rows = {array.shape[0] for array in arrays.values()}
-    if len(rows) != 1:
-        raise UsageError(f"The sample's inputs have different row counts: {sorted(rows)}.")
     for key, array in arrays.items():  # no model mlpack converts takes these; say so before a converter fails
         if array.dtype.kind in "cmMV":
             where = f"input {key!r}" if key else "the sample"
             raise UsageError(f"{where.capitalize()} holds {array.dtype} values; models take numbers or strings.")
     return arrays
+
+
+def require_rows(sample: dict[str, np.ndarray]) -> None:
+    """Models that mlpack converts take rows: every input needs the same number of them."""
+    for key, array in sample.items():
+        if array.ndim == 0:
+            where = f"Input {key!r}" if key else "The sample"
+            raise UsageError(f"{where} is a single value; the model takes rows: give it shape [rows, ...].")
+    rows = {array.shape[0] for array in sample.values()}
+    if len(rows) != 1:
+        raise UsageError(f"The sample's inputs have different row counts: {sorted(rows)}.")
 
 
 def fit_to_inputs(
@@ -119,6 +128,7 @@ def fit_to_inputs(
     if set(sample) != wanted:
         raise UsageError(f"The sample's inputs {sorted(sample)} do not match the model's inputs {sorted(wanted)}.")
     feeds, casts = {}, {}
+    batch = fixed_batch(inputs)
     for spec in inputs:
         array = sample[spec.name]
         shape = list(spec.shape)
@@ -129,8 +139,16 @@ def fit_to_inputs(
                 f"Input {spec.name!r} expects {len(shape)} dimensions {shape}; the sample has shape {array.shape}."
             )
         for axis, (want, have) in enumerate(zip(shape, array.shape, strict=True)):
-            if isinstance(want, int) and want > 0 and want != have and not (axis == 0 and want == 1):
-                raise UsageError(f"Input {spec.name!r} expects shape {shape}; the sample has shape {array.shape}.")
+            if not isinstance(want, int) or want <= 0 or want == have:
+                continue
+            if axis == 0 and want == batch:  # a fixed batch: the sample runs a batch at a time
+                if have % want == 0:
+                    continue
+                raise UsageError(
+                    f"Input {spec.name!r} takes a fixed batch of {want} (shape {shape}); the sample has {have} "
+                    f"rows: give a multiple of {want}."
+                )
+            raise UsageError(f"Input {spec.name!r} expects shape {shape}; the sample has shape {array.shape}.")
         dtype = numpy_dtype(spec.type, spec.name)
         if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind == "U"):
             array, cast = _cast(spec.name, array, dtype, cast_ok)

@@ -158,3 +158,105 @@ def test_saved_programs_bind_a_reordered_npz_by_name(kind: str, tmp_path: Path) 
     got = mlpack.load(package.path).predict(given)
     np.testing.assert_allclose(got["output"], native(model, given).numpy(), rtol=1e-5, atol=1e-5)
     assert mlpack.verify(package.path).verdict == "identical"
+
+
+class TinyEncoder(torch.nn.Module):
+    """A transformer's calling convention: token ids and a mask over a sequence of any length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+        hidden = self.layer(self.embed(input_ids))
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return {"logits": self.head(pooled), "last_hidden_state": hidden}
+
+
+class Pooler(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        logits: torch.Tensor = self.head(pooled)
+        return logits
+
+
+def tokens(seed: int, batch: int, length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, length), np.int64)
+    mask[0, length // 2 :] = 0  # a padded row
+    return {"attention_mask": mask, "input_ids": rng.integers(0, 50, (batch, length)).astype(np.int64)}
+
+
+def test_a_sequence_axis_made_dynamic_takes_lengths_not_in_the_sample(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyEncoder().eval()
+    package = mlpack.build(model, sample=tokens(7, 4, 8), name="enc", out=tmp_path, resolve=False, timings=False,
+                           dynamic_shapes={"input_ids": [1], "attention_mask": [1]})  # fmt: skip
+    shapes = {spec.name: spec.shape for spec in package.manifest.model.inputs}
+    assert isinstance(shapes["input_ids"][1], str) and shapes["input_ids"][1] == shapes["attention_mask"][1]
+    assert package.manifest.source is not None
+    assert package.manifest.source.details["dynamic_axes"] == {
+        "input_ids": {"1": "axis1"},
+        "attention_mask": {"1": "axis1"},
+    }
+    assert mlpack.verify(package.path).verdict == "identical"
+    loaded = mlpack.load(package.path)
+    for batch, length in ((1, 13), (3, 5), (2, 31)):  # lengths and batches the sample never had
+        fresh = tokens(batch * length, batch, length)
+        got, expected = loaded.predict(fresh), native(model, fresh)
+        np.testing.assert_allclose(got["logits"], expected["logits"].numpy(), rtol=1e-4, atol=1e-5)
+        assert got["last_hidden_state"].shape == (batch, length, 8)
+
+
+def test_dynamic_axes_from_the_command_line(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    traced = torch.jit.script(Pooler())  # scripted, not traced: a trace would fix the sequence length
+    traced.save(str(tmp_path / "enc.pt"))  # type: ignore[no-untyped-call]
+    sample = tokens(2, 4, 9)
+    np.savez(tmp_path / "sample.npz", input_ids=sample["input_ids"], attention_mask=sample["attention_mask"])
+    result = subprocess.run(
+        [sys.executable, "-m", "mlpack", "build", str(tmp_path / "enc.pt"), "--sample", str(tmp_path / "sample.npz"),
+         "--out", str(tmp_path / "dist"), "--no-resolve", "--no-timings", "--json",
+         "--dynamic", "input_ids:1=sequence", "--dynamic", "attention_mask:1=sequence"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    inputs = json.loads(result.stdout)["manifest"]["model"]["inputs"]
+    assert [spec["shape"][1] for spec in inputs] == ["sequence", "sequence"]
+    fresh = tokens(3, 2, 17)
+    got = mlpack.load(json.loads(result.stdout)["package"]).predict(fresh)
+    np.testing.assert_allclose(
+        got["output"],
+        traced(**{k: torch.from_numpy(v) for k, v in fresh.items()}).detach().numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    "dynamic, message",
+    [
+        ({"input_ids": [0]}, "must be a whole number of at least 1"),
+        ({"token_ids": [1]}, "not an input (input_ids, attention_mask)"),
+        ({"input_ids": [2]}, "has no axis 2 to make dynamic"),
+        ({"input_ids": {1: "not a name"}}, "needs a name such as 'sequence'"),
+    ],
+)
+def test_bad_dynamic_axes_are_refused(dynamic: dict[str, Any], message: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        mlpack.build(TinyEncoder().eval(), sample=tokens(1, 2, 4), out=tmp_path, resolve=False, timings=False,
+                     dynamic_shapes=dynamic)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

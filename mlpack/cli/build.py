@@ -86,6 +86,13 @@ def build(
     lineage: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")
     ] = None,
+    dynamic: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME:AXIS[=DIM]: make axis AXIS of PyTorch input NAME dynamic beyond the batch (repeatable); axes "
+            "sharing DIM (default axisAXIS) share a size, e.g. input_ids:1 and attention_mask:1."
+        ),
+    ] = None,
     no_timings: Annotated[
         bool, typer.Option("--no-timings", help="Skip measuring onnxruntime vs native speed at build.")
     ] = False,
@@ -100,6 +107,7 @@ def build(
 
     def action() -> None:
         from mlpack.builder import build as build_package
+        from mlpack.options import parse_dynamic
         from mlpack.report import render_build
 
         tolerances: Any = None
@@ -112,6 +120,7 @@ def build(
             tolerances=tolerances, threads=threads, opset=opset, precision=precision, onnx=onnx,
             timings=not no_timings, resolve=not no_resolve, index_url=index_url,
             lineage=parse_lineage(lineage) if lineage else None, accept_parity=accept_parity,
+            dynamic_shapes=parse_dynamic(dynamic) if dynamic else None,
             progress=progress_printer(quiet, as_json),
         )  # fmt: skip
         emit(

@@ -35,6 +35,9 @@ ENTRY_POINT_GROUP = "mlpack.converters"
 class ConvertOptions:
     opset: int = DEFAULT_OPSET
     precision: str = DEFAULT_PRECISION  # float64 keeps double-precision models in doubles where it can
+    dynamic: Mapping[str, Mapping[int, str]] = field(
+        default_factory=dict
+    )  # input -> {axis: name}, beyond the batch
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -69,6 +69,21 @@ def bind_inputs(model: Any, sample: dict[str, np.ndarray]) -> dict[str, np.ndarr
     if missing:
         raise UsageError(f"The sample gives no {missing[0]!r}, which {signature} needs.")
     return {name: sample[name] for name in names if name in sample}
+
+
+def _dynamic_axes(
+    arrays: dict[str, np.ndarray], extra: Mapping[str, Mapping[int, str]]
+) -> dict[str, dict[int, str]]:
+    """Every input's dynamic axes: the batch, then those the user named, checked against the sample."""
+    for name, named in extra.items():
+        if name not in arrays:
+            raise UsageError(f"Dynamic axes are given for {name!r}, which is not an input ({', '.join(arrays)}).")
+        for axis in named:
+            if axis >= arrays[name].ndim:
+                raise UsageError(
+                    f"Input {name!r} has {arrays[name].ndim} dimensions: it has no axis {axis} to make dynamic."
+                )
+    return {name: {0: "batch", **extra.get(name, {})} for name in arrays}
 
 
 def _tensors(feeds: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -153,6 +168,12 @@ class TorchConverter:
     def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
         torch = require("torch", "torch")
         arrays = bind_inputs(model, sample)
+        if options.dynamic and type(model).__name__ == "ExportedProgram":
+            raise UsageError(
+                "A torch.export program keeps the shapes it was exported with: give dynamic_shapes to "
+                "torch.export.export instead of --dynamic."
+            )
+        axes = _dynamic_axes(arrays, options.dynamic)
         casts: dict[str, str] = {}
         for name, array in arrays.items():
             if array.dtype == np.float64 and options.precision == "float32":
@@ -163,11 +184,15 @@ class TorchConverter:
             name: torch.from_numpy(np.ascontiguousarray(a[np.arange(2) % len(a)])) for name, a in arrays.items()
         }
         details: dict[str, Any] = {}
+        if options.dynamic:
+            details["dynamic_axes"] = {
+                name: {str(a): d for a, d in named.items()} for name, named in options.dynamic.items()
+            }
         with _eval_mode(model, details):
             with torch.no_grad():
                 output_names = [name for name, _ in _flatten(_call(model, example))]
             try:
-                onx = self._dynamo(model, example, output_names, options)
+                onx = self._dynamo(model, example, output_names, axes, options)
                 details["exporter"] = "dynamo"
             except Exception as exc:
                 if type(model).__name__ == "ExportedProgram":
@@ -175,7 +200,7 @@ class TorchConverter:
                 details["exporter"] = "legacy"
                 details["dynamo_failure"] = str(exc).strip().splitlines()[0][:300]
                 try:
-                    onx = self._legacy(model, example, output_names, options)
+                    onx = self._legacy(model, example, output_names, axes, options)
                 except Exception as legacy_exc:
                     raise ConversionError(
                         f"torch.onnx could not export {type(model).__name__} (dynamo: {details['dynamo_failure']}; "
@@ -183,15 +208,21 @@ class TorchConverter:
                     ) from None
         return Converted(model=onx, input_cast=casts, details=details)
 
-    def _dynamo(self, model: Any, example: dict[str, Any], outputs: list[str],
+    def _dynamo(self, model: Any, example: dict[str, Any], outputs: list[str], axes: dict[str, dict[int, str]],
                 options: ConvertOptions) -> onnx.ModelProto:  # fmt: skip
         import torch
 
         opset = max(options.opset, DYNAMO_MIN_OPSET)
         kwargs: dict[str, Any] = {"output_names": outputs, "opset_version": opset}
         if type(model).__name__ != "ExportedProgram":
-            batch = torch.export.Dim("batch")
-            kwargs["dynamic_shapes"] = {name: {0: batch} for name in example}
+            dims: dict[str, Any] = {}  # one Dim per name: axes that share a name share a size
+
+            def dim(label: str) -> Any:
+                return dims.setdefault(label, torch.export.Dim(label))
+
+            kwargs["dynamic_shapes"] = {
+                name: {axis: dim(label) for axis, label in axes[name].items()} for name in example
+            }
             kwargs["input_names"] = list(example)
         with _quiet():
             # by keyword: each tensor reaches the parameter it is named for, whatever the sample's order
@@ -200,7 +231,7 @@ class TorchConverter:
             raise ConversionError("torch.onnx.export returned no program.")
         return program.model_proto
 
-    def _legacy(self, model: Any, example: dict[str, Any], outputs: list[str],
+    def _legacy(self, model: Any, example: dict[str, Any], outputs: list[str], axes: dict[str, dict[int, str]],
                 options: ConvertOptions) -> onnx.ModelProto:  # fmt: skip
         import onnx
         import torch
@@ -213,11 +244,11 @@ class TorchConverter:
                 "give every parameter up to the last one given"
             )
         buffer = io.BytesIO()
-        axes = {name: {0: "batch"} for name in [*given, *outputs]}
+        dynamic = {**{name: {0: "batch"} for name in outputs}, **axes}
         with _quiet():
             torch.onnx.export(
                 model, tuple(example.values()), buffer,  # type: ignore[arg-type]  # a file object works, the stubs say path
-                dynamo=False, input_names=given, output_names=outputs, dynamic_axes=axes, opset_version=options.opset,
+                dynamo=False, input_names=given, output_names=outputs, dynamic_axes=dynamic, opset_version=options.opset,
             )  # fmt: skip
         return onnx.load_from_string(buffer.getvalue())
 
