@@ -10,7 +10,7 @@ import pytest
 
 from mlpack.errors import UsageError
 from mlpack.manifest import TensorSpec
-from mlpack.sample import fit_to_inputs, load_sample
+from mlpack.sample import fit_to_inputs, load_sample, require_rows
 
 
 def write(path: Path, text: str) -> Path:
@@ -90,10 +90,17 @@ def test_npy_and_npz(tmp_path: Path) -> None:
     assert sorted(named) == ["city", "num"] and named["city"].dtype.kind == "U"
 
 
-def test_npz_inputs_with_different_row_counts_are_refused(tmp_path: Path) -> None:
+def test_npz_inputs_with_different_row_counts_load_as_given_and_need_rows_only_for_converters(
+    tmp_path: Path,
+) -> None:
+    """An ONNX model may take inputs of different leading sizes; the families mlpack converts take rows."""
     np.savez(tmp_path / "s.npz", a=np.zeros((3, 2)), b=np.zeros((4, 1)))
+    loaded = load_sample(tmp_path / "s.npz")
+    assert {k: v.shape for k, v in loaded.items()} == {"a": (3, 2), "b": (4, 1)}
     with pytest.raises(UsageError, match=r"^The sample's inputs have different row counts: \[3, 4\]\.$"):
-        load_sample(tmp_path / "s.npz")
+        require_rows(loaded)
+    with pytest.raises(UsageError, match=r"^Input 's' is a single value; the model takes rows"):
+        require_rows({"s": np.float32(1.0) * np.ones(())})
 
 
 class Marker:
@@ -153,10 +160,14 @@ def test_arrays_and_lists_are_one_unnamed_input() -> None:
     assert load_sample(np.zeros((5, 3), np.float32))[""].dtype == np.float32
 
 
-@pytest.mark.parametrize("value", [np.zeros((0, 4)), np.float32(1.0), [], {}])
+@pytest.mark.parametrize("value", [np.zeros((0, 4)), [], {}])
 def test_empty_samples_are_refused(value: Any) -> None:
     with pytest.raises(UsageError, match=r"^The sample is empty"):
         load_sample(value)
+
+
+def test_a_scalar_is_a_tensor_as_given() -> None:
+    assert load_sample(np.float32(1.0))[""].shape == ()
 
 
 def test_a_mapping_gives_named_inputs_and_strings_from_objects() -> None:
