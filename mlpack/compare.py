@@ -34,14 +34,30 @@ class OutputComparison:
     tied_rows: int  # label rows excused because the reference top-2 probabilities were within tolerance
     worst: dict[str, Any] | None  # index, expected, actual of the largest deviation
     problem: str | None  # shape or dtype disagreement, NaNs where there were none
+    # The distribution of the differences, as Polygraphy reports it, and what a user needs to judge them
+    dtype: str = ""
+    identical_elements: int = 0  # bit for bit (floats) or equal (labels, strings, bools)
+    mean_abs: float = 0.0
+    median_abs: float = 0.0
+    p99_abs: float = 0.0
+    mean_rel: float = 0.0
+    median_rel: float = 0.0
+    p99_rel: float = 0.0
+    min_atol: float | None = None  # the smallest atol that would pass at the declared rtol (floats)
+    nan_mismatches: int = 0  # NaN on one side only
+    inf_mismatches: int = 0  # an infinity on one side only, or of the other sign
+    top1_agreement: float | None = None  # probabilities and logits: share of rows with the same argmax
+    topk_agreement: float | None = None  # share of rows with the same top-k classes (k below)
+    k: int | None = None
+    min_cosine: float | None = None  # outputs of rank 2 or more: the least cosine similarity of a row
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: infinities and NaN become strings, since JSON has no such numbers."""
         data = asdict(self)
         data["shape"] = list(self.shape)
-        for key in ("max_abs", "max_rel"):
-            if not np.isfinite(data[key]):
-                data[key] = str(data[key])
+        for key, value in data.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                data[key] = str(value)
         if data["worst"]:
             data["worst"] = {
                 k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in data["worst"].items()
@@ -99,6 +115,53 @@ def compare_output(
     return _compare_floats(name, kind, expected, actual, tolerance)
 
 
+def _spread(values: np.ndarray) -> dict[str, float]:
+    """Mean, median and 99th percentile of non-negative differences (infinite where any is)."""
+    if not values.size:
+        return {"mean": 0.0, "median": 0.0, "p99": 0.0}
+    if not np.isfinite(values).all():
+        finite = values[np.isfinite(values)]
+        median = float(np.median(values)) if finite.size * 2 > values.size else float("inf")
+        return {"mean": float("inf"), "median": median, "p99": float(np.percentile(values, 99))}
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p99": float(np.percentile(values, 99)),
+    }
+
+
+def _agreement(kind: str, name: str, expected: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
+    """Top-1 and top-k agreement for class scores (probabilities, logits: rank 2, two classes or more), and
+    the least cosine similarity of a row for anything of rank 2 or more (embeddings)."""
+    figures: dict[str, Any] = {}
+    if expected.ndim < 2 or not expected.size:
+        return figures
+    rows_e = expected.reshape(expected.shape[0], -1).astype(np.float64)
+    rows_a = actual.reshape(actual.shape[0], -1).astype(np.float64)
+    scores = kind == "probabilities" or "logit" in name.lower() or "score" in name.lower()
+    if (
+        scores
+        and expected.ndim == 2
+        and expected.shape[1] >= 2
+        and np.isfinite(rows_e).all()
+        and np.isfinite(rows_a).all()
+    ):
+        k = min(5, expected.shape[1])
+        figures["top1_agreement"] = float((rows_e.argmax(1) == rows_a.argmax(1)).mean())
+        top_e = np.sort(np.argsort(-rows_e, axis=1, kind="stable")[:, :k], axis=1)
+        top_a = np.sort(np.argsort(-rows_a, axis=1, kind="stable")[:, :k], axis=1)
+        figures["topk_agreement"], figures["k"] = float((top_e == top_a).all(axis=1).mean()), k
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        norms = np.linalg.norm(rows_e, axis=1) * np.linalg.norm(rows_a, axis=1)
+        dots = (rows_e * rows_a).sum(axis=1)
+        cosine = np.where(
+            norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where((rows_e == rows_a).all(1), 1.0, 0.0)
+        )
+    if np.isfinite(cosine).all():
+        figures["min_cosine"] = float(np.clip(cosine, -1.0, 1.0).min())
+    return figures
+
+
 def _compare_labels(
     name: str, kind: str, expected: np.ndarray, actual: np.ndarray,
     reference_probabilities: np.ndarray | None, probability_tolerance: Tolerance | None,
@@ -123,6 +186,10 @@ def _compare_labels(
     return _result(
         name, kind, expected, identical=same, passed=outside == 0, max_abs=0.0 if same else float("nan"),
         max_rel=0.0 if same else float("nan"), outside=outside, tied_rows=tied, worst=worst,
+        dtype=str(expected.dtype), identical_elements=int(equal.sum()),
+        mean_abs=0.0 if same else float("nan"), median_abs=0.0 if same else float("nan"),
+        p99_abs=0.0 if same else float("nan"), mean_rel=0.0 if same else float("nan"),
+        median_rel=0.0 if same else float("nan"), p99_rel=0.0 if same else float("nan"),
     )  # fmt: skip
 
 
@@ -150,10 +217,24 @@ def _compare_floats(
     if diff.size and diff.max() > 0:
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         worst = {"index": list(index), "expected": float(exp64[index]), "actual": float(act64[index])}
+    with np.errstate(invalid="ignore"):
+        needed = diff - tolerance.rtol * np.nan_to_num(scale)
+    abs_spread, rel_spread = _spread(diff), _spread(rel)
+    if expected.dtype.itemsize in (2, 4, 8):  # float16/32/64: bit for bit
+        bitwise = expected.view(f"u{expected.dtype.itemsize}") == actual.view(f"u{actual.dtype.itemsize}")
+    else:  # complex: equal values (their bits are compared as a whole by ``identical``)
+        bitwise = same
     return _result(
         name, kind, expected, identical=identical, passed=not outside_mask.any(),
         max_abs=float(diff.max()) if diff.size else 0.0, max_rel=float(rel.max()) if rel.size else 0.0,
         max_ulp=max_ulp, outside=int(outside_mask.sum()), worst=worst,
+        dtype=str(expected.dtype), identical_elements=int(bitwise.sum()),
+        mean_abs=abs_spread["mean"], median_abs=abs_spread["median"], p99_abs=abs_spread["p99"],
+        mean_rel=rel_spread["mean"], median_rel=rel_spread["median"], p99_rel=rel_spread["p99"],
+        min_atol=float(max(needed.max(), 0.0)) if needed.size else 0.0,
+        nan_mismatches=int((np.isnan(exp64) != np.isnan(act64)).sum()),
+        inf_mismatches=int(((np.isinf(exp64) | np.isinf(act64)) & ~same & ~np.isnan(exp64) & ~np.isnan(act64)).sum()),
+        **_agreement(kind, name, expected, actual),
     )  # fmt: skip
 
 

@@ -32,9 +32,30 @@ def _output_line(c: OutputComparison) -> str:
         if c.outside:
             detail += f", {c.outside} outside tolerance"
     line = f"    {c.name:<16} {state:<17} {detail}"
+    if not c.identical and c.kind != "label" and c.total:
+        line += "\n" + _spread_line(c)
     if c.worst and not c.passed:
         line += f"\n    {'':<16} worst at {c.worst['index']}: expected {c.worst['expected']!r}, got {c.worst['actual']!r}"
     return line
+
+
+def _spread_line(c: OutputComparison) -> str:
+    """How the differences of a float output spread, and what they mean for a reader deciding on them."""
+    share = c.identical_elements / c.total
+    parts = [
+        f"{c.identical_elements}/{c.total} ({share:.1%}) bit-identical",
+        f"abs mean {_num(c.mean_abs)} median {_num(c.median_abs)} p99 {_num(c.p99_abs)}",
+        f"rel median {_num(c.median_rel)} p99 {_num(c.p99_rel)}",
+    ]
+    if c.min_atol is not None:
+        parts.append(f"passes from atol {_num(c.min_atol)}")
+    if c.nan_mismatches or c.inf_mismatches:
+        parts.append(f"NaN at {c.nan_mismatches} other places, inf at {c.inf_mismatches}")
+    if c.top1_agreement is not None:
+        parts.append(f"top-1 agrees {c.top1_agreement:.1%}, top-{c.k} {c.topk_agreement:.1%}")
+    if c.min_cosine is not None:
+        parts.append(f"min cosine {c.min_cosine:.6f}")
+    return f"    {'':<16} " + "; ".join(parts)
 
 
 def _changes(changes: list[dict[str, Any]], limit: int) -> list[str]:
@@ -62,7 +83,9 @@ def render_verify(report: Report) -> str:
             lines.append(f"      … {len(report.integrity) - 20} more (--json lists all)")
     else:
         lines.append("  integrity    every file matches the manifest")
-    if report.verdict != "tampered":
+    if report.judged == "saved" and report.verdict != "tampered":
+        lines.append("  judged       saved outputs against the golden outputs (the model was not run here)")
+    elif report.verdict != "tampered":
         runtime, build = report.environment.get("runtime", []), report.environment.get("build", [])
         lines.append(
             "  runtime env  " + ("matches the runtime lock" if not runtime else f"{len(runtime)} difference(s)")

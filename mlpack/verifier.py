@@ -7,15 +7,17 @@ training framework is imported: only onnxruntime and numpy run the model.
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlpack import compare, environment, hardware, reference
-from mlpack.errors import IntegrityError, MlpackError
-from mlpack.fileio import load_npz
-from mlpack.manifest import SessionSettings, to_json
+from mlpack.errors import IntegrityError, MlpackError, UsageError
+from mlpack.fileio import load_npz, npz_bytes, write_atomic
+from mlpack.manifest import SessionSettings, Tolerance, to_json
 from mlpack.package import (
     BUILD_LOCK,
     HARDWARE,
@@ -47,6 +49,8 @@ class Report:
     causes: list[str] = field(default_factory=list)
     strict: bool = False
     build_env_compared: bool = False  # the build lock is compared when something needs explaining, or on request
+    tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)  # this run's, by output
+    judged: str = "replay"  # replay: the golden inputs ran here; saved: outputs from a file were judged
     seconds: float = 0.0
 
     @property
@@ -72,6 +76,8 @@ class Report:
             "hardware": self.hardware,
             "outputs": [c.to_dict() for c in self.outputs],
             "causes": self.causes,
+            "tolerance_overrides": self.tolerance_overrides,
+            "judged": self.judged,
         }
 
 
@@ -182,6 +188,40 @@ def _replay(package: Package, settings: SessionSettings) -> tuple[dict[str, Any]
     return expected, reference.run(session, feeds, manifest.reference.row_batches)
 
 
+def override_tolerances(
+    tolerances: Mapping[str, Tolerance],
+    kinds: Mapping[str, str],
+    atol: Mapping[str, float],
+    rtol: Mapping[str, float],
+) -> tuple[dict[str, Tolerance], dict[str, dict[str, float]]]:
+    """The recorded tolerances with this run's atol/rtol, each keyed by an output name, an output kind, or ""
+    for every float output (a name beats a kind beats ""); and the changes made, by output. Pure."""
+    for key in {*atol, *rtol} - {"", *kinds, *kinds.values()}:
+        raise UsageError(
+            f"--atol/--rtol names {key!r}, which is neither an output ({', '.join(kinds)}) nor an output kind "
+            f"({', '.join(sorted(set(kinds.values())))})."
+        )
+    for value in (*atol.values(), *rtol.values()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise UsageError(f"A tolerance must be a finite number of at least 0, not {value!r}.")
+    resolved, changed = dict(tolerances), {}
+    for name, kind in kinds.items():
+        if name not in resolved:
+            continue
+        given: dict[str, float] = {}
+        for key in ("", kind, name):  # later keys are more specific
+            given.update(
+                {which: float(values[key]) for which, values in (("atol", atol), ("rtol", rtol)) if key in values}
+            )
+        if kind == "label" and "" in {*atol, *rtol} and not ({kind, name} & {*atol, *rtol}):
+            given = {}  # a bare --atol/--rtol is for float outputs; labels stay exact unless named
+        if given:
+            old = resolved[name]
+            resolved[name] = Tolerance(given.get("atol", old.atol), given.get("rtol", old.rtol), old.labels)
+            changed[name] = given
+    return resolved, changed
+
+
 def verify(
     path: str | Path,
     *,
@@ -189,8 +229,15 @@ def verify(
     threads: int | None = None,
     expect_digest: str | None = None,
     full: bool = False,
+    atol: Mapping[str, float] | None = None,
+    rtol: Mapping[str, float] | None = None,
+    save_outputs: str | Path | None = None,
 ) -> Report:
-    """Verify a package on this machine and return the report (raises only when it is not a package)."""
+    """Verify a package on this machine and return the report (raises only when it is not a package).
+
+    ``atol``/``rtol`` override the recorded tolerances for this run, keyed by output name or kind ("" for
+    every float output); the report lists the overrides. ``save_outputs`` writes what this machine gave for
+    the golden inputs to an .npz, which ``judge_saved`` (``mlpack compare``) can judge later."""
     started = time.perf_counter()
     package: Package = open_package(path)
     report = Report(
@@ -210,6 +257,8 @@ def verify(
         return finish(verdict="tampered", integrity=problems, message=message)
 
     manifest = package.manifest
+    tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
+    report = replace(report, tolerance_overrides=overrides)
     env_diff, hw_diff = _environment_diff(package, full), _hardware_diff(package)
     settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
@@ -227,7 +276,9 @@ def verify(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         message, verdict = f"onnxruntime could not run the golden inputs: {first}", "error"
     else:
-        outputs = compare.compare(expected, actual, manifest.kinds, manifest.tolerances)
+        if save_outputs is not None:
+            write_atomic(Path(save_outputs), npz_bytes(actual))
+        outputs = compare.compare(expected, actual, manifest.kinds, tolerances)
         verdict = compare.verdict(outputs)
         message = ""
     if not full and (verdict != "identical" or env_diff["runtime"]):
@@ -236,5 +287,63 @@ def verify(
     return finish(
         verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
         environment=env_diff, build_env_compared=full,
-        message=message or _summary(verdict, passed, outputs, strict),
+        message=(message or _summary(verdict, passed, outputs, strict)) + _overridden(overrides),
     )  # fmt: skip
+
+
+def _overridden(overrides: Mapping[str, Mapping[str, float]]) -> str:
+    if not overrides:
+        return ""
+    parts = [f"{name} " + ", ".join(f"{k} {v:g}" for k, v in given.items()) for name, given in overrides.items()]
+    return f" Tolerances overridden for this run: {'; '.join(parts)}."
+
+
+def judge_saved(
+    path: str | Path,
+    outputs_file: str | Path,
+    *,
+    strict: bool = False,
+    atol: Mapping[str, float] | None = None,
+    rtol: Mapping[str, float] | None = None,
+) -> Report:
+    """Judge outputs saved earlier (``verify --save-outputs``, or any .npz keyed by output name) against the
+    package's golden outputs, without running the model: integrity first, then the same comparison."""
+    started = time.perf_counter()
+    package = open_package(path)
+    report = Report(
+        package=str(package.path), name=package.name, version=package.version, digest=package.digest,
+        verdict="error", passed=False, message="", strict=strict, judged="saved",
+    )  # fmt: skip
+    problems = check_integrity(package)
+    if problems:
+        message = f"The package's files do not match its manifest: {describe_problems(problems)}."
+        return replace(report, verdict="tampered", integrity=problems, message=message,
+                       seconds=time.perf_counter() - started)  # fmt: skip
+    manifest = package.manifest
+    tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
+    actual = load_sample_outputs(Path(outputs_file))
+    outputs = compare.compare(
+        load_npz(package.path / manifest.reference.outputs), actual, manifest.kinds, tolerances
+    )
+    verdict = compare.verdict(outputs)
+    passed = verdict == "identical" or (verdict == "equivalent" and not strict)
+    return replace(
+        report, verdict=verdict, passed=passed, outputs=outputs, tolerance_overrides=overrides,
+        message=_summary(verdict, passed, outputs, strict) + _overridden(overrides),
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def load_sample_outputs(path: Path) -> dict[str, Any]:
+    """Saved outputs: an .npz keyed by output name, read without unpickling."""
+    import numpy as np
+
+    if not path.is_file():
+        raise UsageError(f"The outputs file {path} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError) as exc:
+        raise UsageError(
+            f"{path} is not an .npz of outputs keyed by name: {str(exc).splitlines()[0][:200]}"
+        ) from None

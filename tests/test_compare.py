@@ -173,3 +173,48 @@ def test_equal_infinities_and_nans_in_the_same_places_are_equal() -> None:
     flipped[0] = -np.inf
     other = compare_output("scores", "value", values, flipped, DEFAULT_TOLERANCES["value"])
     assert not other.passed and other.outside == 1 and other.max_abs == float("inf")
+
+
+def test_the_spread_of_differences_and_the_atol_that_would_pass() -> None:
+    expected = np.zeros(100, np.float64)
+    actual = expected.copy()
+    actual[:50] = 1e-6  # half differ by 1e-6, one by 1e-3
+    actual[99] = 1e-3
+    c = compare_output("v", "value", expected, actual, Tolerance(atol=1e-5, rtol=0.0))
+    assert c.dtype == "float64" and c.identical_elements == 49 and c.outside == 1 and not c.passed
+    assert c.median_abs == pytest.approx(1e-6) and c.mean_abs == pytest.approx((50 * 1e-6 + 1e-3) / 100)
+    assert c.p99_abs == pytest.approx(1e-6 + 0.01 * (1e-3 - 1e-6))  # numpy's linear interpolation
+    assert c.min_atol == pytest.approx(1e-3)  # at that atol every element passes
+    assert compare_output("v", "value", expected, actual, Tolerance(atol=c.min_atol, rtol=0.0)).passed
+    scaled = compare_output(
+        "v", "value", np.full(4, 10.0), np.array([10.0, 10.1, 10.0, 9.95]), Tolerance(0.0, 0.005)
+    )
+    assert scaled.min_atol == pytest.approx(0.1 - 0.05)  # what is left after rtol·|ref| at the declared rtol
+
+
+def test_nan_and_infinity_mismatches_are_counted_by_position() -> None:
+    expected = np.array([np.nan, 1.0, np.inf, 2.0, -np.inf], np.float32)
+    actual = np.array([np.nan, np.nan, np.inf, np.inf, np.inf], np.float32)
+    c = compare_output("v", "value", expected, actual, Tolerance(1e-3, 0.0))
+    assert c.nan_mismatches == 1 and c.inf_mismatches == 2 and c.identical_elements == 2
+    assert c.min_atol == float("inf") and c.to_dict()["min_atol"] == "inf"
+
+
+def test_class_scores_report_top1_and_topk_agreement_and_embeddings_their_cosine() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(10, 8)).astype(np.float32)
+    swapped = logits.copy()
+    first, second = np.argsort(-logits[3])[:2]
+    swapped[3, [first, second]] = swapped[3, [second, first]]  # row 3's top two trade places
+    c = compare_output("logits", "value", logits, swapped, Tolerance(1e-5, 1e-4))
+    assert c.top1_agreement == pytest.approx(0.9) and c.topk_agreement == 1.0 and c.k == 5
+    assert c.min_cosine is not None and c.min_cosine < 1.0
+    embedding = rng.normal(size=(4, 16))
+    e = compare_output("embedding", "value", embedding, embedding * 1.5, Tolerance(1e-5, 1e-4))
+    assert e.min_cosine == pytest.approx(1.0) and e.top1_agreement is None  # same direction, other length
+    assert compare_output("v", "value", np.ones(3), np.ones(3), PROB).min_cosine is None  # rank 1: no rows
+
+
+def test_labels_count_equal_elements() -> None:
+    c = compare_output("label", "label", np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4]), Tolerance(0, 0))
+    assert c.identical_elements == 3 and c.dtype == "int64" and not c.passed

@@ -23,6 +23,7 @@ __all__ = ["COMMANDS", "app", "load_commands", "main"]
 COMMANDS = {
     "build": "build",
     "verify": "check",
+    "compare": "check",
     "inspect": "check",
     "lock": "check",
     "hardware": "check",

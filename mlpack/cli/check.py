@@ -1,4 +1,4 @@
-"""mlpack verify, inspect, lock and hardware: what a package holds and whether it holds here."""
+"""mlpack verify, compare, inspect, lock and hardware: what a package holds and whether it holds here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,36 @@ from typing import Annotated
 import typer
 
 from mlpack.cli.common import JsonOpt, app, emit, run
+
+AtolOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--atol",
+        metavar="[NAME=]VALUE",
+        help="Absolute tolerance for this run: NAME is an output or an output kind (probabilities, value, "
+        "label); a bare VALUE is for every float output (repeatable). The report lists every override.",
+    ),
+]
+RtolOpt = Annotated[
+    list[str] | None,
+    typer.Option("--rtol", metavar="[NAME=]VALUE", help="Relative tolerance for this run, as --atol."),
+]
+
+
+def parse_tolerances(values: list[str] | None, flag: str) -> dict[str, float]:
+    """--atol/--rtol [NAME=]VALUE values as {name or "": value}."""
+    from mlpack.errors import UsageError
+
+    parsed: dict[str, float] = {}
+    for value in values or []:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed[name] = float(number)
+        except ValueError:
+            raise UsageError(
+                f"{flag} takes [NAME=]VALUE with a number, such as probabilities=1e-3, not {value!r}."
+            ) from None
+    return parsed
 
 
 @app.command()
@@ -30,6 +60,12 @@ def verify(
             "(by default only when the runtime environment or the outputs differ).",
         ),
     ] = False,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    save_outputs: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE.npz", help="Write the outputs this machine gave, for mlpack compare later."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
@@ -42,7 +78,47 @@ def verify(
         from mlpack.report import render_verify
         from mlpack.verifier import verify as verify_package
 
-        report = verify_package(package, strict=strict, threads=threads, expect_digest=digest, full=full)
+        report = verify_package(
+            package, strict=strict, threads=threads, expect_digest=digest, full=full,
+            atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=save_outputs,
+        )  # fmt: skip
+        emit(report.to_dict(), as_json, lambda: render_verify(report))
+        return report.exit_code
+
+    code = run(as_json, action)
+    raise typer.Exit(code)
+
+
+@app.command()
+def compare(
+    package: Annotated[
+        str, typer.Argument(metavar="PACKAGE", help="Package folder (NAME-VERSION).", show_default=False)
+    ],
+    outputs: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUTPUTS.npz",
+            help="Outputs keyed by name (verify --save-outputs writes them).",
+            show_default=False,
+        ),
+    ],
+    strict: Annotated[bool, typer.Option(help="Demand bit-identical outputs; 'equivalent' then exits 1.")] = False,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Judge saved outputs against the package's golden outputs without running the model.
+
+    The package's integrity is checked first. Exit codes as verify: 0 identical or equivalent, 1 mismatch,
+    2 bad input, 3 tampered.
+    """
+
+    def action() -> int:
+        from mlpack.report import render_verify
+        from mlpack.verifier import judge_saved
+
+        report = judge_saved(package, outputs, strict=strict, atol=parse_tolerances(atol, "--atol"),
+                             rtol=parse_tolerances(rtol, "--rtol"))  # fmt: skip
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
 
