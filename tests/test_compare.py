@@ -185,6 +185,7 @@ def test_the_spread_of_differences_and_the_atol_that_would_pass() -> None:
     assert c.median_abs == pytest.approx(1e-6) and c.mean_abs == pytest.approx((50 * 1e-6 + 1e-3) / 100)
     assert c.p99_abs == pytest.approx(1e-6 + 0.01 * (1e-3 - 1e-6))  # numpy's linear interpolation
     assert c.min_atol == pytest.approx(1e-3)  # at that atol every element passes
+    assert c.min_atol is not None
     assert compare_output("v", "value", expected, actual, Tolerance(atol=c.min_atol, rtol=0.0)).passed
     scaled = compare_output(
         "v", "value", np.full(4, 10.0), np.array([10.0, 10.1, 10.0, 9.95]), Tolerance(0.0, 0.005)
