@@ -5,6 +5,7 @@ Only onnxruntime and numpy run the model, with the session options the package r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +37,51 @@ class Model:
     def version(self) -> str:
         return self.package.version
 
-    def predict(
-        self, feeds: Mapping[str, np.ndarray] | np.ndarray, outputs: list[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            if len(self.inputs) != 1:
-                raise UsageError("This model has several inputs: pass a dict of arrays keyed by input name.")
-            feeds = {self.inputs[0].name: feeds}
+    def predict(self, feeds: Any, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Named outputs for what build accepts as a sample: a dict of arrays keyed by input name, a tuple
+        of arrays in the model's input order, one array for a one-input model, or a pandas DataFrame for a
+        tabular model. Where the build recorded a float64->float32 cast of an input, float64 is cast the same
+        way, with a warning saying so; nothing else is cast."""
         names = outputs or [spec.name for spec in self.outputs]
         check_names(names, self.outputs, "output")
-        return dict(zip(names, self.session.run(names, check_feeds(feeds, self.inputs)), strict=True))
+        return dict(zip(names, self.session.run(names, check_feeds(self._named(feeds), self.inputs)), strict=True))
+
+    def _named(self, feeds: Any) -> dict[str, Any]:
+        recorded = self.package.manifest.parity.input_cast if self.package.manifest.parity else {}
+        if hasattr(feeds, "columns") and hasattr(feeds, "to_numpy"):  # a DataFrame: matched as build matches it
+            from mlpack.sample import fit_to_inputs, load_sample
+
+            fitted, casts = fit_to_inputs(load_sample(feeds), self.inputs)
+            for name, cast in casts.items():
+                if recorded.get(name) != cast:
+                    raise UsageError(f"Input {name!r} would need the cast {cast}, which the build did not record.")
+                _cast_warning(name)
+            return dict(fitted)
+        if isinstance(feeds, Mapping):
+            named = dict(feeds)
+        elif isinstance(feeds, (tuple, list)) and not isinstance(feeds, np.ndarray) and len(self.inputs) > 1:
+            if len(feeds) != len(self.inputs):
+                raise UsageError(
+                    f"The model takes {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)}); "
+                    f"the tuple holds {len(feeds)}."
+                )
+            named = {spec.name: value for spec, value in zip(self.inputs, feeds, strict=True)}
+        elif len(self.inputs) == 1:
+            named = {self.inputs[0].name: feeds}
+        else:
+            raise UsageError(
+                "This model has several inputs: pass a dict keyed by input name, or a tuple in order."
+            )
+        for spec in self.inputs:
+            value = named.get(spec.name)
+            if recorded.get(spec.name) == "float64->float32" and getattr(value, "dtype", None) == np.float64:
+                _cast_warning(spec.name)
+                named[spec.name] = np.asarray(value).astype(np.float32)
+        return named
+
+
+def _cast_warning(name: str) -> None:
+    warnings.warn(f"Input {name!r} was given as float64 and cast to float32, as the build recorded.", stacklevel=4)
 
 
 def load(path: str | Path, *, threads: int | None = None, check: bool = True) -> Model:
