@@ -52,7 +52,7 @@ from mlpack.package import (
     refuse_existing,
     staging,
 )  # fmt: skip
-from mlpack.sample import fit_to_inputs, load_sample, require_rows
+from mlpack.sample import fit_to_inputs, load_expected, load_sample, require_rows
 
 if TYPE_CHECKING:
     import onnx
@@ -94,6 +94,7 @@ def build(
     lineage: Mapping[str, Any] | None = None,
     accept_parity: bool = False,
     max_rows: int | None = None,
+    expected: Any = None,
     dynamic_shapes: Mapping[str, Any] | None = None,
     timings: bool = True,
     project: bool = True,
@@ -125,6 +126,8 @@ def build(
     if onnx is not None and not converter.native_runs:
         raise UsageError("--onnx checks your ONNX export against a native model; this model is ONNX already.")
     say("checking the supplied ONNX model" if onnx is not None else f"converting with {converter.name}")
+    if expected is not None and converter.native_runs:
+        raise UsageError("--expected is for ONNX models: for this model the native model is the reference.")
     if opts.dynamic and (converter.name != "torch" or onnx is not None):
         raise UsageError("Dynamic axes (--dynamic, dynamic_shapes=) apply to PyTorch models that mlpack exports.")
     convert_options = ConvertOptions(opts.opset, opts.precision, opts.dynamic)
@@ -132,7 +135,7 @@ def build(
     if "note" in converted.details:  # also in the manifest's source details
         say(f"note: {converted.details['note']}")
     job = Job(opts, package_name, source_file, native, converter, converted, canonicalise(converted.model),
-              conversion_s, onnx is not None, resolve, timings, accept_parity, say)  # fmt: skip
+              conversion_s, onnx is not None, resolve, timings, accept_parity, say, expected)  # fmt: skip
     with staging(target, force, "another --out or version") as folder:
         _fill(folder, job, arrays)
     return open_package(target)
@@ -155,6 +158,7 @@ class Job:
     timings: bool
     accept_parity: bool
     say: Progress
+    expected: Any = None  # outputs the user trusts (ONNX models): the parity reference instead of the source
 
 
 def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
@@ -165,10 +169,15 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     golden = _golden_run(folder / MODEL, arrays, job.opts)
     kinds = {spec.name: reference.output_kind(spec) for spec in golden.outputs}
     tols = compare.resolve_tolerances(kinds, job.opts.tolerances, default_tolerances(converter))
-    say("checking conversion parity against the native model")
-    comparisons, passed = parity.check(
-        converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity
-    )
+    if job.expected is not None:
+        say("checking the golden outputs against the expected outputs")
+        expected = load_expected(job.expected, list(golden.results))
+        comparisons, passed = parity.check_expected(expected, golden.results, kinds, tols, job.accept_parity)
+    else:
+        say("checking conversion parity against the native model")
+        comparisons, passed = parity.check(
+            converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity
+        )
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.feeds,
                            list(golden.results), job.conversion_s)
@@ -191,7 +200,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         source=Source(converter.name, description.framework, description.framework_version,
                       description.model_class, dict(job.converted.details)),
         parity=Parity(
-            compared=("native model vs supplied ONNX" if job.supplied_onnx
+            compared=("expected outputs vs onnxruntime" if job.expected is not None
+                      else "native model vs supplied ONNX" if job.supplied_onnx
                       else "native model vs onnxruntime" if converter.native_runs
                       else "source ONNX vs canonical"),
             status="passed" if passed else "accepted",

@@ -30,7 +30,10 @@ def native_like(native: Mapping[str, Any], like: Mapping[str, np.ndarray]) -> di
     return shaped
 
 
-def message(comparisons: list[compare.OutputComparison]) -> str:
+def message(
+    comparisons: list[compare.OutputComparison],
+    subject: str = "The ONNX conversion does not reproduce the native model",
+) -> str:
     parts = []
     for c in comparisons:
         if c.passed:
@@ -38,7 +41,7 @@ def message(comparisons: list[compare.OutputComparison]) -> str:
         detail = c.problem or f"{c.outside} of {c.total} elements outside tolerance, max abs {c.max_abs:.3g}"
         parts.append(f"{c.name}: {detail}")
     return (
-        "The ONNX conversion does not reproduce the native model (" + "; ".join(parts) + "); "
+        f"{subject} (" + "; ".join(parts) + "); "
         "pass --accept-parity to package it anyway, and the manifest will say so."
     )
 
@@ -65,4 +68,29 @@ def check(
     ]
     if not passed and not accept:
         raise ParityError(message(comparisons), comparisons)
+    return comparisons, passed
+
+
+def check_expected(
+    expected: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    tolerances: dict[str, Tolerance],
+    accept: bool,
+) -> tuple[list[compare.OutputComparison], bool]:
+    """Compare onnxruntime's golden outputs with outputs the user already trusts (``--expected``), every one
+    of them; raise ParityError unless they agree or the user accepts the difference. Floats given wider than
+    the model computes (float64 for a float32 output) are compared at the model's precision."""
+    expected = {
+        name: value.astype(outputs[name].dtype)
+        if name in outputs and value.dtype.kind == "f" and outputs[name].dtype.kind == "f"
+        else value
+        for name, value in expected.items()
+    }
+    comparisons = compare.compare(expected, outputs, kinds, tolerances)
+    passed = all(c.passed for c in comparisons)
+    if not passed and not accept:
+        raise ParityError(
+            message(comparisons, "The golden run does not reproduce the expected outputs"), comparisons
+        )
     return comparisons, passed

@@ -49,13 +49,66 @@ def _from_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: columns[i].reshape(-1, 1) for i, name in enumerate(header)}
 
 
+def _from_test_data(folder: Path, prefix: str) -> dict[str, np.ndarray]:
+    """The ONNX test-data layout that model zoos ship: PREFIX_K.pb TensorProto files, in one folder or in
+    several test_data_set_* folders. Tensors keep their names; an unnamed one is keyed "#K", the model's
+    K-th input or output. Several sets are joined along the batch axis, a run each for a fixed batch."""
+    sets = sorted(p for p in folder.glob("test_data_set_*") if p.is_dir()) or [folder]
+    loaded = [_test_data_set(one, prefix) for one in sets]
+    if not loaded[0]:
+        raise UsageError(f"{folder} holds no {prefix}_K.pb files (nor test_data_set_* folders of them).")
+    if len(loaded) == 1:
+        return loaded[0]
+    keys = list(loaded[0])
+    for one, path in zip(loaded, sets, strict=True):
+        if list(one) != keys:
+            raise UsageError(f"{path} holds {sorted(one)}, unlike {sets[0].name} ({sorted(keys)}).")
+    joined = {}
+    for key in keys:
+        arrays = [one[key] for one in loaded]
+        if any(a.ndim == 0 for a in arrays) or len({a.shape[1:] for a in arrays}) != 1:
+            raise UsageError(
+                f"The test data sets give {key!r} in shapes {[list(a.shape) for a in arrays]}: only sets that "
+                "differ in their leading (batch) axis can be joined; give one test_data_set folder."
+            )
+        joined[key] = np.concatenate(arrays)
+    return joined
+
+
+def _test_data_set(folder: Path, prefix: str) -> dict[str, np.ndarray]:
+    from onnx import TensorProto, numpy_helper
+
+    numbered = [(p, p.stem.rpartition("_")[2]) for p in folder.glob(f"{prefix}_*.pb")]
+    files = [p for p, k in sorted(numbered, key=lambda pair: int(pair[1])) if k.isdigit()]
+    tensors = {}
+    for index, path in enumerate(files):
+        tensor = TensorProto()
+        try:
+            tensor.ParseFromString(path.read_bytes())
+            array = numpy_helper.to_array(tensor)
+        except Exception as exc:  # protobuf's DecodeError, and numpy_helper's on odd types
+            raise UsageError(f"{path} is not an ONNX TensorProto: {str(exc).splitlines()[0][:200]}") from None
+        key = tensor.name or f"#{index}"
+        if key in tensors:
+            raise UsageError(f"{folder} names the tensor {key!r} twice.")
+        if array.dtype == object:  # strings arrive as bytes
+            array = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]).reshape(
+                array.shape
+            )
+        tensors[key] = array
+    return tensors
+
+
 def _column(values: np.ndarray) -> np.ndarray:
     return values.astype(str) if values.dtype == object else values
 
 
 def load_sample(source: Any) -> dict[str, np.ndarray]:
-    """Arrays keyed by input name; a single unnamed array is keyed "" until it meets the model."""
-    if isinstance(source, (str, Path)):
+    """Arrays keyed by input name; a single unnamed array is keyed "" until it meets the model, and the K-th of
+    an ONNX test-data folder's unnamed tensors "#K"."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        arrays = _from_test_data(Path(source), "input")
+    elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise UsageError(f"The sample file {path} does not exist.")
@@ -95,6 +148,41 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
+def by_position(tensors: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Tensors keyed "#K" (unnamed in an ONNX test-data folder) keyed by the K-th name instead."""
+    named = {}
+    for key, value in tensors.items():
+        if key.startswith("#") and key[1:].isdigit() and int(key[1:]) < len(names):
+            key = names[int(key[1:])]
+        if key in named:
+            raise UsageError(f"The tensor {key!r} is given twice, once by name and once by position.")
+        named[key] = value
+    return named
+
+
+def load_expected(source: Any, outputs: list[str]) -> dict[str, np.ndarray]:
+    """Outputs the user already trusts, keyed by output name: an .npz, a dict of arrays, or an ONNX test-data
+    folder of output_K.pb files."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        arrays = _from_test_data(Path(source), "output")
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file() or path.suffix.lower() != ".npz":
+            raise UsageError(
+                f"--expected takes an .npz keyed by output name, or a folder of output_K.pb files: {path}."
+            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"The expected outputs {path} could not be read: {exc}") from None
+    elif isinstance(source, Mapping):
+        arrays = {str(key): np.asarray(value) for key, value in source.items()}
+    else:
+        raise UsageError("Expected outputs must be a dict of arrays keyed by output name, an .npz or a folder.")
+    return by_position(arrays, outputs)
+
+
 def require_rows(sample: dict[str, np.ndarray]) -> None:
     """Models that mlpack converts take rows: every input needs the same number of them."""
     for key, array in sample.items():
@@ -113,6 +201,7 @@ def fit_to_inputs(
 
     Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused).
     """
+    sample = by_position(sample, [spec.name for spec in inputs])
     if set(sample) == {""}:
         matrix = sample[""]
         one_column_each = all(len(i.shape) == 2 and i.shape[1] in (1, "?") for i in inputs)

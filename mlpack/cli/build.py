@@ -36,7 +36,8 @@ def build(
     sample: Annotated[
         str | None,
         typer.Option(
-            help="Golden inputs: .npy, .npz keyed by input name, or .csv. Default: [tool.mlpack] sample."
+            help="Golden inputs: .npy, .npz keyed by input name, .csv, or an ONNX test-data folder (input_K.pb, or "
+            "test_data_set_* folders of them). Default: [tool.mlpack] sample."
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Package name. Default: the model file's stem.")] = None,
@@ -86,6 +87,14 @@ def build(
     lineage: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE recorded in the manifest's lineage (repeatable).")
     ] = None,
+    expected: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="ONNX models: outputs you trust for the sample (.npz keyed by output name, or a folder of "
+            "output_K.pb): the golden run must reproduce them, and parity records it.",
+        ),
+    ] = None,
     dynamic: Annotated[
         list[str] | None,
         typer.Option(
@@ -120,7 +129,7 @@ def build(
             tolerances=tolerances, threads=threads, opset=opset, precision=precision, onnx=onnx,
             timings=not no_timings, resolve=not no_resolve, index_url=index_url,
             lineage=parse_lineage(lineage) if lineage else None, accept_parity=accept_parity,
-            dynamic_shapes=parse_dynamic(dynamic) if dynamic else None,
+            dynamic_shapes=parse_dynamic(dynamic) if dynamic else None, expected=expected,
             progress=progress_printer(quiet, as_json),
         )  # fmt: skip
         emit(
