@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,7 @@ def _ort() -> Any:
                 "onnxruntime is not installed here: run pip install onnxruntime."
             ) from None
         raise RuntimeEnvironmentError(f"onnxruntime is installed here but could not be imported: {exc}") from None
+    onnxruntime.set_default_logger_severity(4)  # mlpack reports failures itself, in one sentence
     return onnxruntime
 
 
@@ -52,7 +54,7 @@ def open_session(model: bytes | Path, settings: SessionSettings, *, keep_memory:
     options.inter_op_num_threads = settings.inter_op_num_threads
     options.execution_mode = getattr(ort.ExecutionMode, settings.execution_mode)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.graph_optimization_level)
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: a failure reaches the user as one sentence, not a log line
     options.enable_cpu_mem_arena = keep_memory
     missing = [p for p in settings.providers if p not in ort.get_available_providers()]
     if missing:
@@ -61,8 +63,33 @@ def open_session(model: bytes | Path, settings: SessionSettings, *, keep_memory:
     try:
         return ort.InferenceSession(source, options, providers=list(settings.providers))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-        first = str(exc).strip().splitlines()[0][:400]
-        raise RuntimeEnvironmentError(f"onnxruntime {ort.__version__} cannot load the model: {first}") from None
+        raise RuntimeEnvironmentError(
+            f"onnxruntime {ort.__version__} cannot load the model: {ort_reason(exc)}"
+        ) from None
+
+
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
+# "/onnxruntime_src/.../string_normalizer.cc:235 onnxruntime::StringNormalizer::Locale(...)::<lambda()> " before
+# the reason: the C++ source and signature say nothing to a user but which kernel it was
+_ORT_SOURCE = re.compile(r"\S*onnxruntime_src/\S*?(\w+)\.(?:cc|h|cpp):\d+ .*?\)(?:::<lambda\(\)>)? (?=[A-Z])")
+
+
+_ORT_OPSET = re.compile(r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)")
+
+
+def ort_reason(exc: BaseException) -> str:
+    """onnxruntime's error as one readable sentence: its code prefix, temporary paths and C++ source
+    locations dropped, the kernel's file kept as a hint to the node."""
+    text = " ".join(str(exc).split())
+    text = _ORT_PREFIX.sub("", text)
+    opset = _ORT_OPSET.search(text)
+    if opset:
+        return f"the model's opset {opset[1]} of {opset[2]} is newer than this onnxruntime supports (up to {opset[3]})"
+    found = _ORT_SOURCE.search(text)
+    text = _ORT_SOURCE.sub("", text).strip()
+    if len(text) > 300:
+        text = text[:300].rsplit(" ", 1)[0] + " …"
+    return text + (f" (in onnxruntime's {found.group(1)})" if found else "")
 
 
 def _dim(value: Any) -> int | str:

@@ -161,6 +161,25 @@ CASES: dict[str, Case] = {
         {"x": floats(4, 3)},
         refused=(4, "Frobnicate"),
     ),
+    "an opset newer than onnxruntime's": Case(
+        make(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            [("x", T.FLOAT, ["N", 3])],
+            [("y", T.FLOAT, ["N", 3])],
+            opset=40,
+        ),
+        {"x": floats(4, 3)},
+        refused=(4, "the model's opset 40 of ai.onnx is newer than this onnxruntime supports"),
+    ),
+    "a locale this machine lacks": Case(
+        make(
+            [helper.make_node("StringNormalizer", ["x"], ["y"], locale="xx_YY", case_change_action="LOWER")],
+            [("x", T.STRING, ["N"])],
+            [("y", T.STRING, ["N"])],
+        ),
+        {"x": np.array(["A", "B"])},
+        refused=(4, "configure locales (in onnxruntime's string_normalizer)"),
+    ),
     "a reshape that fails on the sample": Case(
         make(
             [helper.make_node("Reshape", ["x", "shape"], ["y"])],
