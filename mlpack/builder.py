@@ -123,6 +123,10 @@ def build(
     converter = find_converter(native)
     if converter.native_runs:  # the families mlpack converts take rows; ONNX takes tensors as given
         require_rows(arrays)
+    if any(key.startswith("#") for key in arrays) and converter.name not in ("torch", "onnx"):
+        raise UsageError(
+            "A tuple sample gives inputs by position, for PyTorch and ONNX models; give this one a dict."
+        )
     if onnx is not None and not converter.native_runs:
         raise UsageError("--onnx checks your ONNX export against a native model; this model is ONNX already.")
     say("checking the supplied ONNX model" if onnx is not None else f"converting with {converter.name}")

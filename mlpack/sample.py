@@ -104,8 +104,8 @@ def _column(values: np.ndarray) -> np.ndarray:
 
 
 def load_sample(source: Any) -> dict[str, np.ndarray]:
-    """Arrays keyed by input name; a single unnamed array is keyed "" until it meets the model, and the K-th of
-    an ONNX test-data folder's unnamed tensors "#K"."""
+    """Arrays keyed by input name; a single unnamed array is keyed "" until it meets the model, and the K-th
+    array of a tuple, or of an ONNX test-data folder's unnamed tensors, "#K"."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         arrays = _from_test_data(Path(source), "input")
     elif isinstance(source, (str, Path)):
@@ -132,6 +132,10 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
             raise UsageError(f"The sample {path} could not be read: {exc}") from None
     elif isinstance(source, Mapping):
         arrays = {str(key): _column(np.asarray(value)) for key, value in source.items()}
+    elif isinstance(source, tuple) and len(source) == 1:
+        return load_sample(source[0])
+    elif isinstance(source, tuple):  # positional: the model's inputs in order (a list stays one matrix)
+        arrays = {f"#{i}": _column(np.asarray(value)) for i, value in enumerate(source)}
     elif hasattr(source, "to_numpy") and hasattr(source, "columns"):  # a pandas DataFrame
         if all(dtype.kind in "fiub" for dtype in source.dtypes):
             arrays = {"": np.asarray(source.to_numpy())}

@@ -72,3 +72,23 @@ def test_a_tuple_is_taken_in_the_model_input_order(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.predict({"b": b, "a": a})["y"], a - b)
     with pytest.raises(UsageError, match=r"takes 2 inputs \(a, b\); the tuple holds 1"):
         loaded.predict((a,))
+
+
+def test_a_tuple_sample_builds_onnx_by_position_and_sklearn_refuses_it(
+    tmp_path: Path, forest: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["a", "b"], ["y"])], "sub",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 2]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )  # fmt: skip
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    a, b = np.ones((3, 2), np.float32), np.full((3, 2), 5.0, np.float32)
+    package = mlpack.build(onnx_model, sample=(a, b), out=tmp_path, resolve=False, timings=False)
+    np.testing.assert_array_equal(np.load(package.path / "reference" / "outputs.npz")["y"], a - b)
+    with pytest.raises(UsageError, match="A tuple sample gives inputs by position, for PyTorch and ONNX models"):
+        mlpack.build(forest, sample=(iris[0][:5], iris[0][:5]), out=tmp_path / "f", resolve=False)
+    one = mlpack.build(forest, sample=(iris[0][:5],), name="one", out=tmp_path / "f", resolve=False, timings=False)
+    assert one.manifest.reference.rows == 5  # a tuple of one is that one array

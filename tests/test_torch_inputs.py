@@ -260,3 +260,16 @@ def test_bad_dynamic_axes_are_refused(dynamic: dict[str, Any], message: str, tmp
         mlpack.build(TinyEncoder().eval(), sample=tokens(1, 2, 4), out=tmp_path, resolve=False, timings=False,
                      dynamic_shapes=dynamic)  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tuple_sample_is_forward_in_order(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TwoInputs().eval()
+    given = rows(8, "image", "tabular")
+    package = mlpack.build(model, sample=(given["image"], given["tabular"]), name="tuple", out=tmp_path,
+                           resolve=False, timings=False)  # fmt: skip
+    assert [spec.name for spec in package.manifest.model.inputs] == ["image", "tabular"]
+    got = mlpack.load(package.path).predict((given["image"], given["tabular"]))["output"]
+    np.testing.assert_allclose(got, native(model, given).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UsageError, match=r"tuple holds 4 tensors; forward\(image, tabular, scale\) takes 3"):
+        mlpack.build(model, sample=(given["image"],) * 4, out=tmp_path / "four", resolve=False, timings=False)

@@ -22,6 +22,7 @@ import numpy as np
 from mlpack.convert import Converted, ConvertOptions, Description, Trust, class_name, require
 from mlpack.errors import ConversionError, UsageError
 from mlpack.manifest import Tolerance
+from mlpack.sample import by_position
 
 if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
     import onnx
@@ -61,6 +62,12 @@ def bind_inputs(model: Any, sample: dict[str, np.ndarray]) -> dict[str, np.ndarr
     if params is None:
         return dict(sample)
     names = [name for name, _ in params]
+    if any(key.startswith("#") for key in sample):  # a tuple: forward()'s parameters in order
+        if len(sample) > len(names):
+            raise UsageError(
+                f"The sample's tuple holds {len(sample)} tensors; forward({', '.join(names)}) takes {len(names)}."
+            )
+        sample = by_position(sample, names)
     signature = f"forward({', '.join(names)})"
     for key in sample:
         if key not in names:
