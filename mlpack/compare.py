@@ -106,6 +106,16 @@ def compare_output(
     if expected.shape != actual.shape:
         problem = f"shape {list(actual.shape)} differs from the reference {list(expected.shape)}"
         return _result(name, kind, expected, problem=problem)
+    if expected.dtype.names is not None or actual.dtype.names is not None:  # a sequence of maps (ZipMap)
+        if expected.dtype != actual.dtype:
+            keys = f"keys {list(actual.dtype.names or [])} and {actual.dtype}"
+            return _result(
+                name, kind, expected, problem=f"the maps' {keys} differ from the reference's {expected.dtype}"
+            )
+        from numpy.lib.recfunctions import structured_to_unstructured
+
+        return compare_output(name, kind, structured_to_unstructured(expected), structured_to_unstructured(actual),
+                              tolerance, reference_probabilities, probability_tolerance)  # fmt: skip
     if expected.dtype != actual.dtype and not (expected.dtype.kind in "US" and actual.dtype.kind in "USO"):
         return _result(
             name, kind, expected, problem=f"dtype {actual.dtype} differs from the reference {expected.dtype}"
@@ -263,10 +273,15 @@ def compare(
             comparisons.append(_result(name, kind, reference, problem=problem))
             continue
         pair = probabilities if kind == "label" and probabilities else None
+        paired = expected[pair] if pair else None
+        if paired is not None and paired.dtype.names is not None:  # ZipMap probabilities: one column per class
+            from numpy.lib.recfunctions import structured_to_unstructured
+
+            paired = structured_to_unstructured(paired)
         comparisons.append(
             compare_output(
                 name, kind, reference, actual[name], tolerances[name],
-                expected[pair] if pair else None, tolerances.get(pair) if pair else None,
+                paired, tolerances.get(pair) if pair else None,
             )
         )  # fmt: skip
     return comparisons

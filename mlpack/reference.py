@@ -133,26 +133,51 @@ def needs_row_batches(inputs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarr
 
 
 def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -> dict[str, np.ndarray]:
-    """The outputs for ``feeds``; with ``row_batches``, in pieces of the model's fixed batch, concatenated."""
-    names = [o.name for o in session.get_outputs()]
+    """The outputs for ``feeds``; with ``row_batches``, in pieces of the model's fixed batch, concatenated.
+    Sequences and maps come back as arrays (``as_array``), so that they are stored and compared like tensors."""
+    outs = session.get_outputs()
+    names = [o.name for o in outs]
+
+    def call(chunk: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [as_array(o.name, value, o.type) for o, value in zip(outs, session.run(names, chunk), strict=True)]
+
     if not row_batches:
-        results = session.run(names, feeds)
+        results = call(feeds)
     else:
         batch = fixed_batch(signature(session)[0]) or 1
         rows = next(iter(feeds.values())).shape[0]
-        parts = [
-            session.run(names, {k: v[i : i + batch] for k, v in feeds.items()}) for i in range(0, rows, batch)
-        ]
+        parts = [call({k: v[i : i + batch] for k, v in feeds.items()}) for i in range(0, rows, batch)]
         results = [np.concatenate([part[j] for part in parts]) for j in range(len(names))]
-    outputs = {}
-    for name, value in zip(names, results, strict=True):
-        if not isinstance(value, np.ndarray):
-            raise UsageError(
-                f"Output {name!r} is a {type(value).__name__}, not a tensor: mlpack handles tensors only "
-                "(sequences and maps are not supported, ZipMap among them)."
-            )
-        outputs[name] = value
-    return outputs
+    return dict(zip(names, results, strict=True))
+
+
+_MAP_VALUES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
+
+
+def as_array(name: str, value: Any, onnx_type: str) -> np.ndarray:
+    """An output as an array. A tensor is itself. A sequence of maps (ZipMap: one {class: probability} per
+    row) becomes a structured array with one field per key, in the maps' order, so that the keys are compared
+    as the dtype and the values as numbers. A sequence of tensors of one shape is stacked."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        keys = list(value[0])
+        if any(list(item) != keys for item in value):
+            raise UsageError(f"Output {name!r} is a sequence of maps whose keys differ from map to map.")
+        found = re.search(r"map\(\w+,\s*(tensor\(\w+\))\)", onnx_type)
+        values = _MAP_VALUES.get(found[1]) if found else None
+        if values is None:
+            raise UsageError(f"Output {name!r} is a {onnx_type}, whose values mlpack cannot store.")
+        dtype = np.dtype([(str(key), values) for key in keys])
+        return np.array([tuple(item[key] for key in keys) for item in value], dtype=dtype)
+    if isinstance(value, list) and value and all(isinstance(item, np.ndarray) for item in value):
+        if len({(item.shape, item.dtype) for item in value}) != 1:
+            raise UsageError(f"Output {name!r} is a sequence of tensors of different shapes or types.")
+        return np.stack(value)
+    raise UsageError(
+        f"Output {name!r} is a {onnx_type} that mlpack cannot store: tensors, sequences of maps (ZipMap) and "
+        "sequences of same-shaped tensors are supported."
+    )
 
 
 def output_kind(spec: TensorSpec) -> str:

@@ -73,6 +73,12 @@ def entries_for(paths: list[Path]) -> dict[str, Entry]:
     models: dict[str, Entry] = {}
     for path in paths:
         package = open_package(path)
+        for spec in (*package.manifest.model.inputs, *package.manifest.model.outputs):
+            if not spec.type.startswith("tensor("):
+                raise UsageError(
+                    f"{package.name} cannot be served over the V2 protocol, which carries tensors only: "
+                    f"{spec.name!r} is a {spec.type} (for a ZipMap, convert with skl2onnx's zipmap=False)."
+                )
         if package.name in models:
             raise UsageError(f"Two packages are named {package.name!r} ({models[package.name].path} and {path}).")
         models[package.name] = Entry(
