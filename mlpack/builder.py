@@ -52,7 +52,7 @@ from mlpack.package import (
     refuse_existing,
     staging,
 )  # fmt: skip
-from mlpack.sample import fit_to_inputs, load_expected, load_sample, require_rows
+from mlpack.sample import by_feature_names, fit_to_inputs, load_expected, load_sample, require_rows
 
 if TYPE_CHECKING:
     import onnx
@@ -123,6 +123,13 @@ def build(
     converter = find_converter(native)
     if converter.native_runs:  # the families mlpack converts take rows; ONNX takes tensors as given
         require_rows(arrays)
+    features = getattr(native, "feature_names_in_", None)
+    if features is not None and converter.native_runs and onnx is None:  # tabular columns bound by name
+        from mlpack.convert.sklearn import needs_frame
+
+        arrays = by_feature_names(
+            arrays, [str(f) for f in features], converter.name == "sklearn" and needs_frame(native)
+        )
     if any(key.startswith("#") for key in arrays) and converter.name not in ("torch", "onnx"):
         raise UsageError(
             "A tuple sample gives inputs by position, for PyTorch and ONNX models; give this one a dict."
@@ -202,7 +209,7 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         mlpack_version=__version__,
         model=_model_info(job, model_files, files, golden, kinds),
         source=Source(converter.name, description.framework, description.framework_version,
-                      description.model_class, dict(job.converted.details)),
+                      description.model_class, {**job.converted.details, **_feature_names(job.native)}),
         parity=Parity(
             compared=("expected outputs vs onnxruntime" if job.expected is not None
                       else "native model vs supplied ONNX" if job.supplied_onnx
@@ -283,6 +290,12 @@ def _model_info(
         inputs=tuple(golden.inputs),
         outputs=tuple(TensorSpec(s.name, s.type, s.shape, kinds[s.name]) for s in golden.outputs),
     )
+
+
+def _feature_names(native: Any) -> dict[str, Any]:
+    """The column names a tabular model was fitted with, so that predict can bind a DataFrame by name."""
+    features = getattr(native, "feature_names_in_", None)
+    return {"feature_names": [str(f) for f in features]} if features is not None else {}
 
 
 def _hardware_summary(profile: dict[str, Any]) -> HardwareSummary:

@@ -49,9 +49,14 @@ class Model:
     def _named(self, feeds: Any) -> dict[str, Any]:
         recorded = self.package.manifest.parity.input_cast if self.package.manifest.parity else {}
         if hasattr(feeds, "columns") and hasattr(feeds, "to_numpy"):  # a DataFrame: matched as build matches it
-            from mlpack.sample import fit_to_inputs, load_sample
+            from mlpack.sample import by_feature_names, fit_to_inputs, load_sample
 
-            fitted, casts = fit_to_inputs(load_sample(feeds), self.inputs)
+            source = self.package.manifest.source
+            features = source.details.get("feature_names") if source else None
+            table = load_sample(feeds)
+            if features:  # by the names the model was fitted with, never by position
+                table = by_feature_names(table, list(features), len(self.inputs) > 1)
+            fitted, casts = fit_to_inputs(table, self.inputs)
             for name, cast in casts.items():
                 if recorded.get(name) != cast:
                     raise UsageError(f"Input {name!r} would need the cast {cast}, which the build did not record.")

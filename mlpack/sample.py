@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def _from_csv(path: Path) -> dict[str, np.ndarray]:
     if header is None or all(col.dtype == np.float64 for col in columns.values()):
         if any(col.dtype != np.float64 for col in columns.values()):
             raise UsageError(f"{path} has non-numeric cells but no header naming the model inputs.")
-        return {"": np.stack(list(columns.values()), axis=1)}
+        return Table({"": np.stack(list(columns.values()), axis=1)}, header)
     # a header with mixed columns: one named input per column, shaped [rows, 1]
     return {name: columns[i].reshape(-1, 1) for i, name in enumerate(header)}
 
@@ -99,6 +100,37 @@ def _test_data_set(folder: Path, prefix: str) -> dict[str, np.ndarray]:
     return tensors
 
 
+class Table(dict[str, np.ndarray]):
+    """A numeric table read as one matrix ("") that remembers its column names (a DataFrame's, a CSV
+    header's), so that it can be matched to a model's feature names rather than by position."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], columns: list[str] | None) -> None:
+        super().__init__(arrays)
+        self.columns = columns
+
+
+def by_feature_names(
+    sample: dict[str, np.ndarray], features: list[str], one_per_column: bool
+) -> dict[str, np.ndarray]:
+    """A tabular sample matched to the feature names the model was fitted with, by name: a named table's
+    columns reordered to the model's order (a DataFrame in another column order once fed the model's
+    features the wrong values), named single columns stacked in that order, or, for a model that takes one
+    input per column (a ColumnTransformer), a named table split into its columns by name."""
+    columns = sample.columns if isinstance(sample, Table) else None
+    if columns is None and set(sample) == set(features) and not one_per_column:
+        if all(array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1) for array in sample.values()):
+            return {"": np.hstack([sample[name].reshape(len(sample[name]), 1) for name in features])}
+        return sample
+    if columns is None:
+        return sample
+    if sorted(columns) != sorted(features):
+        raise UsageError(f"The sample's columns {columns} differ from the model's features {features}.")
+    matrix = sample[""]
+    if one_per_column:
+        return {name: matrix[:, columns.index(name)].reshape(-1, 1) for name in features}
+    return {"": matrix[:, [columns.index(name) for name in features]]}
+
+
 def _column(values: np.ndarray) -> np.ndarray:
     return values.astype(str) if values.dtype == object else values
 
@@ -138,7 +170,7 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
         arrays = {f"#{i}": _column(np.asarray(value)) for i, value in enumerate(source)}
     elif hasattr(source, "to_numpy") and hasattr(source, "columns"):  # a pandas DataFrame
         if all(dtype.kind in "fiub" for dtype in source.dtypes):
-            arrays = {"": np.asarray(source.to_numpy())}
+            arrays = Table({"": np.asarray(source.to_numpy())}, [str(c) for c in source.columns])
         else:  # mixed columns: one named input each
             arrays = {str(c): _column(source[c].to_numpy()) for c in source.columns}
     else:
@@ -154,6 +186,8 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
 
 def by_position(tensors: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """Tensors keyed "#K" (unnamed in an ONNX test-data folder) keyed by the K-th name instead."""
+    if not any(key.startswith("#") for key in tensors):
+        return tensors
     named = {}
     for key, value in tensors.items():
         if key.startswith("#") and key[1:].isdigit() and int(key[1:]) < len(names):
@@ -187,6 +221,18 @@ def load_expected(source: Any, outputs: list[str]) -> dict[str, np.ndarray]:
     return by_position(arrays, outputs)
 
 
+def _as_onnx_names(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Column names as the converter named the inputs: skl2onnx turns "petal length (cm)" into
+    "petal_length__cm_". A name is renamed only where that is its one match among the model's inputs."""
+    if set(sample) <= set(names):
+        return sample
+    renamed = {}
+    for key, value in sample.items():
+        safe = re.sub(r"[^A-Za-z0-9_]", "_", key)
+        renamed[safe if key not in names and safe in names and safe not in sample else key] = value
+    return renamed if len(renamed) == len(sample) else sample
+
+
 def require_rows(sample: dict[str, np.ndarray]) -> None:
     """Models that mlpack converts take rows: every input needs the same number of them."""
     for key, array in sample.items():
@@ -206,6 +252,9 @@ def fit_to_inputs(
     Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused).
     """
     sample = by_position(sample, [spec.name for spec in inputs])
+    if isinstance(sample, Table) and sample.columns and len(inputs) > 1:  # one input per column: by name
+        sample = {name: sample[""][:, i : i + 1] for i, name in enumerate(sample.columns)}
+    sample = _as_onnx_names(sample, [spec.name for spec in inputs])
     if set(sample) == {""}:
         matrix = sample[""]
         one_column_each = all(len(i.shape) == 2 and i.shape[1] in (1, "?") for i in inputs)

@@ -4,6 +4,7 @@ files as .skops, or pickles (.pkl, .joblib) with explicit consent."""
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,12 +66,12 @@ def _columns(model: Any) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
-def _needs_frame(model: Any) -> bool:
+def needs_frame(model: Any) -> bool:
     """A ColumnTransformer anywhere inside selects columns by name: it takes a DataFrame, one input per column."""
     if type(model).__name__ == "ColumnTransformer":
         return True
     steps = getattr(model, "steps", None) or getattr(model, "transformer_list", None) or []
-    return any(_needs_frame(step) for _, step in steps)
+    return any(needs_frame(step) for _, step in steps)
 
 
 def _frame(model: Any, feeds: dict[str, np.ndarray]) -> Any:
@@ -78,7 +79,12 @@ def _frame(model: Any, feeds: dict[str, np.ndarray]) -> Any:
     import pandas as pd
 
     columns = _columns(model) or list(feeds)
-    return pd.DataFrame({name: feeds[name].reshape(len(feeds[name]), -1)[:, 0] for name in columns})
+
+    def feed(name: str) -> np.ndarray:  # skl2onnx names the input "petal_length__cm_" for "petal length (cm)"
+        value = feeds[name] if name in feeds else feeds[re.sub(r"[^A-Za-z0-9_]", "_", name)]
+        return value.reshape(len(value), -1)[:, 0]
+
+    return pd.DataFrame({name: feed(name) for name in columns})
 
 
 class SklearnConverter:
@@ -108,7 +114,7 @@ class SklearnConverter:
 
         columns = _columns(model)
         casts: dict[str, str] = {}
-        if not _needs_frame(model):
+        if not needs_frame(model):
             if set(sample) != {""}:  # named numeric columns for a model that takes one matrix
                 order = columns or list(sample)
                 if set(order) != set(sample):
@@ -154,7 +160,7 @@ class SklearnConverter:
         return Converted(model=onx, input_cast=casts, details={"tool": "skl2onnx", "precision": options.precision})
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-        data: Any = _frame(model, feeds) if _needs_frame(model) else next(iter(feeds.values()))
+        data: Any = _frame(model, feeds) if needs_frame(model) else next(iter(feeds.values()))
         try:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
                 results = [model.predict(data), model.predict_proba(data)]
