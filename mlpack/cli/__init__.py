@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from mlpack.cli.common import app, state
+from mlpack.cli.common import INTERRUPTED, app, state
 
 __all__ = ["COMMANDS", "app", "load_commands", "main"]
 
@@ -80,7 +80,19 @@ def _terminate(signum: int, frame: Any) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
-    sys.argv[1:] = _take_debug(sys.argv[1:])
-    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    load_commands({command} if command in COMMANDS else None)
-    app()
+    try:
+        sys.argv[1:] = _take_debug(sys.argv[1:])
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+        load_commands({command} if command in COMMANDS else None)
+        app()
+    except KeyboardInterrupt:  # before or after a command's own handling: while loading, or in click
+        _exit_interrupted()
+    except SystemExit as exit_:  # click turns an interrupt it sees into "Aborted!" and exit 1
+        if state["interrupted"] and exit_.code not in (0, 130):
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> NoReturn:
+    sys.stderr.write(f"mlpack: {INTERRUPTED}\n")
+    sys.exit(130)

@@ -88,6 +88,9 @@ def run(as_json: bool, action: Callable[[], Any]) -> Any:
         fail(exc, as_json)
 
 
+INTERRUPTED = "interrupted; nothing was written."
+
+
 def interrupted() -> NoReturn:
-    sys.stderr.write("mlpack: interrupted; nothing was written.\n")
+    sys.stderr.write(f"mlpack: {INTERRUPTED}\n")
     raise typer.Exit(130) from None
