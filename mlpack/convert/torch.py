@@ -130,7 +130,8 @@ def _call(model: Any, tensors: dict[str, Any]) -> Any:
         return model(**tensors)
     names = [name for name, _ in _parameters(model) or []] or list(tensors)
     ordered = [name for name in names if name in tensors]
-    positional = model.call_spec.in_spec.children_specs[0].num_children
+    spec = model.call_spec.in_spec  # (args, kwargs)
+    positional = (spec.child(0) if hasattr(spec, "child") else spec.children_specs[0]).num_children
     args = [tensors[name] for name in ordered[:positional]]
     return model.module()(*args, **{name: tensors[name] for name in ordered[positional:]})
 
