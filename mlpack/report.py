@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # report renders data; importing these at run time would pull numpy into every command
     from mlpack.compare import OutputComparison
     from mlpack.inspector import Inspection
+    from mlpack.machines import Matrix
     from mlpack.manifest import TensorSpec
     from mlpack.package import Package
     from mlpack.verifier import Report
@@ -229,3 +230,36 @@ def render_lock(folder: Path, summary: dict[str, Any]) -> str:
     else:
         lines.append(f"no requirements.lock: {runtime['reason']}")
     return "\n".join(lines)
+
+
+def render_matrix(matrix: Matrix) -> str:
+    """One line per machine class and output, then the causes, then the overall verdict (worst wins)."""
+    lines = [f"{matrix.package}", f"  {'machine':<12} {'run as':<28} {'verdict':<11} output"]
+    for r in matrix.results:
+        if not r.outputs:
+            lines.append(f"  {r.machine:<12} {r.how:<28} {r.verdict:<11} {r.message}")
+            continue
+        for i, out in enumerate(r.outputs):
+            head = f"  {r.machine:<12} {r.how:<28} {r.verdict:<11}" if i == 0 else f"  {'':<12} {'':<28} {'':<11}"
+            state = "identical" if out["identical"] else ("within tolerance" if out["passed"] else "MISMATCH")
+            figures = "" if out["identical"] or out.get("problem") else (
+                f", max abs {_num(_float(out['max_abs']))}, max rel {_num(_float(out['max_rel']))}, "
+                f"max ulp {out['max_ulp'] if out['max_ulp'] is not None else '-'}, "
+                f"{out['total'] - out.get('identical_elements', 0)}/{out['total']} not bit-identical"
+            )  # fmt: skip
+            lines.append(
+                f"{head} {out['name']}: {state}{figures}{'; ' + out['problem'] if out.get('problem') else ''}"
+            )
+    causes = [(r.machine, cause) for r in matrix.results for cause in r.causes]
+    if causes:
+        lines.append("  likely causes")
+        lines += [f"    - {machine}: {cause}" for machine, cause in causes]
+    lines.append(
+        f"verdict: {matrix.verdict}{'' if matrix.passed else ' (FAILED)'}  "
+        f"(worst of {len(matrix.results)} machine class{'es' if len(matrix.results) != 1 else ''})"
+    )
+    return "\n".join(lines)
+
+
+def _float(value: Any) -> float:
+    return float(value)  # JSON gives "inf" and "nan" as strings

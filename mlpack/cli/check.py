@@ -66,6 +66,16 @@ def verify(
         Path | None,
         typer.Option(metavar="FILE.npz", help="Write the outputs this machine gave, for mlpack compare later."),
     ] = None,
+    machine: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--machine",
+            metavar="CLASS",
+            help="Replay on another machine class by CPU emulation (QEMU user mode): x86-64-v2, x86-64-avx, "
+            "x86-64-v3, x86-64-v4, native, or all (repeatable). Prints a machine x output matrix; the worst "
+            "verdict decides the exit code.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
@@ -78,12 +88,29 @@ def verify(
         from mlpack.report import render_verify
         from mlpack.verifier import verify as verify_package
 
+        if machine:
+            return across(machine)
+
         report = verify_package(
             package, strict=strict, threads=threads, expect_digest=digest, full=full,
             atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=save_outputs,
         )  # fmt: skip
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
+
+    def across(names: list[str]) -> int:
+        from mlpack.cli.common import progress_printer
+        from mlpack.errors import UsageError
+        from mlpack.machines import verify_matrix
+        from mlpack.report import render_matrix
+
+        if digest or full or atol or rtol or save_outputs:
+            raise UsageError("--machine takes --strict, --threads and --json; verify without it for the rest.")
+        matrix = verify_matrix(
+            package, names, strict=strict, threads=threads, progress=progress_printer(False, as_json)
+        )
+        emit(matrix.to_dict(), as_json, lambda: render_matrix(matrix))
+        return matrix.exit_code
 
     code = run(as_json, action)
     raise typer.Exit(code)
