@@ -111,6 +111,29 @@ def _numpy() -> dict[str, Any]:
     }
 
 
+def level() -> str:
+    """The micro-architecture level as the numeric libraries see it (numpy's CPU features, from CPUID or
+    HWCAP), not /proc/cpuinfo, which shows the host's flags under emulation and in some VMs: x86-64-v4
+    (AVX-512), x86-64-v3 (AVX2, FMA), x86-64-avx (AVX only), x86-64-v2 (SSE4.2), or aarch64 with SVE noted."""
+    from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
+
+    features = {name for name, present in umath.__cpu_features__.items() if present}
+    arch = platform.machine().lower()
+    if arch in ("x86_64", "amd64"):
+        for name, needs in (
+            ("x86-64-v4", {"AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL"}),
+            ("x86-64-v3", {"AVX2", "FMA3"}),
+            ("x86-64-avx", {"AVX"}),
+            ("x86-64-v2", {"SSE42", "POPCNT"}),
+        ):
+            if needs <= features:
+                return name
+        return "x86-64"
+    if arch in ("aarch64", "arm64"):
+        return "aarch64+sve" if "SVE" in features else "aarch64"
+    return arch
+
+
 def _blas() -> list[str]:
     """numpy's own BLAS only: what else is loaded depends on the process (scipy, sklearn's OpenMP)."""
     import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then finds)
@@ -191,7 +214,7 @@ def profile(blas: bool = True) -> dict[str, Any]:
     """
     found = {
         "format": 1,
-        "cpu": _cpuinfo(),
+        "cpu": {**_cpuinfo(), "level": level()},
         "memory_bytes": _memory_bytes(),
         "os": _os(),
         "python": _python(),
@@ -206,6 +229,7 @@ def profile(blas: bool = True) -> dict[str, Any]:
 # Fields whose difference can move a model's numbers; the rest is context.
 NUMERIC_FIELDS = (
     "cpu.arch",
+    "cpu.level",
     "cpu.vendor",
     "cpu.model",
     "cpu.numeric_flags",
@@ -232,7 +256,9 @@ def diff(built: dict[str, Any], here: dict[str, Any]) -> list[dict[str, Any]]:
     left out (BLAS at verify) is not compared."""
     a, b = _flatten({k: v for k, v in built.items() if k in here}), _flatten(here)
     changes = []
-    for field in sorted(set(a) | set(b)):
+    for field in sorted(
+        set(a) | {f for f in b if f in a or f.split(".")[0] not in built}
+    ):  # what the build recorded
         if field in ("format", "cpu.flags_count") or a.get(field) == b.get(field):
             continue
         change: dict[str, Any] = {

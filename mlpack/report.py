@@ -206,7 +206,8 @@ def render_hardware(profile: dict[str, Any]) -> str:
         [
             f"cpu          {cpu['vendor']} {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical / "
             f"{cpu['physical_cores']} physical cores",
-            f"vector ISA   {' '.join(cpu['numeric_flags']) or 'none recognised'}",
+            f"level        {cpu.get('level', 'not recorded')} (as numpy's CPU dispatch sees it; emulation shows here)",
+            f"vector ISA   {' '.join(cpu['numeric_flags']) or 'none recognised'} (/proc/cpuinfo)",
             f"memory       {profile['memory_bytes'] / 2**30:.1f} GiB",
             f"os           {profile['os']['distribution'] or profile['os']['system']}, kernel {profile['os']['kernel']}, "
             f"{profile['os']['libc']}",

@@ -117,6 +117,7 @@ def likely_causes(
             f"only here: {', '.join(c['only_here']) or 'none'}): onnxruntime and BLAS pick other kernels"
         )
     for name, text in (
+        ("cpu.level", "another micro-architecture level, so other SIMD kernels"),
         ("cpu.vendor", "another CPU vendor"),
         ("cpu.model", "another CPU model"),
         ("cpu.arch", "another architecture"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,6 +43,9 @@ def test_an_older_x86_class_moves_the_numbers_and_says_why(matmul: Path) -> None
         (y,) = older.outputs
         assert not y["identical"] and y["passed"] and y["identical_elements"] < y["total"]
         assert older.causes[0] == CLASSES["x86-64-v2"].kernels
+        assert any(
+            "micro-architecture level" in c and "(x86-64-v3 at build, x86-64-v2 here)" in c for c in older.causes
+        )
         assert matrix.verdict == "equivalent" and matrix.exit_code == 0
         strict = verify_matrix(matmul, ["x86-64-v2"], strict=True)
         assert strict.exit_code == 1 and not strict.passed
@@ -77,3 +81,30 @@ def test_bad_requests_are_refused_in_one_sentence(matmul: Path, cli: CliRunner) 
     no_emulator = cli("verify", matmul, "--machine", "x86-64-v2", env={"PATH": "/nonexistent"})
     assert no_emulator.returncode == 4 and "apt-get install qemu-user" in no_emulator.stdout
     assert resolve(["all"]) == ["native", *CLASSES]
+
+
+@pytest.mark.parametrize(
+    "cpu, expected", [("Nehalem", "x86-64-v2"), ("SandyBridge", "x86-64-avx"), ("Haswell-v4", "x86-64-v3")]
+)
+def test_the_level_is_what_the_libraries_see_not_proc_cpuinfo(cpu: str, expected: str) -> None:
+    """Under emulation /proc/cpuinfo keeps the host's flags; the recorded level follows the emulated CPU."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        ["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", "from mlpack.hardware import level; print(level())"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
+def test_a_field_the_build_did_not_record_is_not_a_difference() -> None:
+    from mlpack.hardware import diff
+
+    built: dict[str, Any] = {"cpu": {"arch": "x86_64", "vendor": "v"}, "numpy": {"version": "2"}}
+    here: dict[str, Any] = {"cpu": {"arch": "x86_64", "vendor": "v", "level": "x86-64-v3"}, "numpy": {"version": "2"},
+                            "gpus": []}  # fmt: skip
+    assert [c["field"] for c in diff(built, here)] == ["gpus"]  # a section new here is still shown
+    here["cpu"] = {**here["cpu"], "arch": "aarch64"}
+    assert [c["field"] for c in diff(built, here)] == ["cpu.arch", "gpus"]
