@@ -78,6 +78,7 @@ class Matrix:
     package: str
     results: list[MachineResult]
     strict: bool = False
+    left_out: dict[str, str] = field(default_factory=dict)  # classes "all" could not run here, and why
 
     @property
     def worst(self) -> MachineResult:
@@ -98,22 +99,38 @@ class Matrix:
     def to_dict(self) -> dict[str, Any]:
         return {
             "package": self.package, "verdict": self.verdict, "passed": self.passed, "exit_code": self.exit_code,
-            "strict": self.strict, "machines": [vars(r) for r in self.results],
+            "strict": self.strict, "machines": [vars(r) for r in self.results], "left_out": self.left_out,
         }  # fmt: skip
 
 
-def resolve(names: Sequence[str]) -> list[str]:
-    """The classes asked for, in order, "all" expanded to native and every class in the table; an unknown name
-    is refused listing the valid ones."""
+def resolve(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The classes asked for, in order, and the classes "all" leaves out with the reason. "all" is native and
+    every class this machine can run or emulate, so that it can gate a release; a class named on its own
+    always runs, and fails (exit 4) where it cannot. An unknown name is refused listing the valid ones."""
     valid = ["native", *CLASSES]
     chosen: list[str] = []
+    left_out: dict[str, str] = {}
     for name in names:
+        if name not in (*valid, "all"):
+            raise UsageError(f"Unknown machine class {name!r}; choose from {', '.join([*valid, 'all'])}.")
         for one in valid if name == "all" else [name]:
-            if one not in valid:
-                raise UsageError(f"Unknown machine class {one!r}; choose from {', '.join([*valid, 'all'])}.")
-            if one not in chosen:
+            reason = unavailable(one) if name == "all" else None
+            if reason:
+                left_out.setdefault(one, reason)
+            elif one not in chosen:
                 chosen.append(one)
-    return chosen
+    return chosen, {k: v for k, v in left_out.items() if k not in chosen}
+
+
+def unavailable(name: str) -> str | None:
+    """Why this machine cannot run or emulate the class, or None when it can."""
+    if name == "native":
+        return None
+    try:
+        _command(CLASSES[name])
+    except RuntimeEnvironmentError as exc:
+        return exc.message
+    return None
 
 
 def _host_features() -> set[str]:
@@ -193,9 +210,10 @@ def verify_matrix(
     from mlpack.package import open_package
 
     package = open_package(path)  # a path that is no package is refused once, not per machine
+    chosen, left_out = resolve(machines)
     results = []
-    for name in resolve(machines):
+    for name in chosen:
         if progress:
             progress(f"verifying on {name}")
         results.append(verify_on(package.path, name, strict=strict, threads=threads))
-    return Matrix(str(package.path), results, strict)
+    return Matrix(str(package.path), results, strict, left_out)

@@ -235,13 +235,13 @@ def render_lock(folder: Path, summary: dict[str, Any]) -> str:
 
 def render_matrix(matrix: Matrix) -> str:
     """One line per machine class and output, then the causes, then the overall verdict (worst wins)."""
-    lines = [f"{matrix.package}", f"  {'machine':<12} {'run as':<28} {'verdict':<11} output"]
+    lines = [f"{matrix.package}", f"  {'machine':<12} {'run as':<30} {'verdict':<11} output"]
     for r in matrix.results:
         if not r.outputs:
-            lines.append(f"  {r.machine:<12} {r.how:<28} {r.verdict:<11} {r.message}")
+            lines.append(f"  {r.machine:<12} {r.how:<30} {r.verdict:<11} {r.message}")
             continue
         for i, out in enumerate(r.outputs):
-            head = f"  {r.machine:<12} {r.how:<28} {r.verdict:<11}" if i == 0 else f"  {'':<12} {'':<28} {'':<11}"
+            head = f"  {r.machine:<12} {r.how:<30} {r.verdict:<11}" if i == 0 else f"  {'':<12} {'':<30} {'':<11}"
             state = "identical" if out["identical"] else ("within tolerance" if out["passed"] else "MISMATCH")
             figures = "" if out["identical"] or out.get("problem") else (
                 f", max abs {_num(_float(out['max_abs']))}, max rel {_num(_float(out['max_rel']))}, "
@@ -251,6 +251,8 @@ def render_matrix(matrix: Matrix) -> str:
             lines.append(
                 f"{head} {out['name']}: {state}{figures}{'; ' + out['problem'] if out.get('problem') else ''}"
             )
+    for name, reason in matrix.left_out.items():
+        lines.append(f"  {name:<12} {'not run here':<30} {'':<11} {reason}")
     causes = [(r.machine, cause) for r in matrix.results for cause in r.causes]
     if causes:
         lines.append("  likely causes")
