@@ -112,10 +112,8 @@ def compare_output(
             return _result(
                 name, kind, expected, problem=f"the maps' {keys} differ from the reference's {expected.dtype}"
             )
-        from numpy.lib.recfunctions import structured_to_unstructured
-
-        return compare_output(name, kind, structured_to_unstructured(expected), structured_to_unstructured(actual),
-                              tolerance, reference_probabilities, probability_tolerance)  # fmt: skip
+        return compare_output(name, kind, _plain(expected), _plain(actual), tolerance, reference_probabilities,
+                              probability_tolerance)  # fmt: skip
     if expected.dtype != actual.dtype and not (expected.dtype.kind in "US" and actual.dtype.kind in "USO"):
         return _result(
             name, kind, expected, problem=f"dtype {actual.dtype} differs from the reference {expected.dtype}"
@@ -123,6 +121,15 @@ def compare_output(
     if expected.dtype.kind not in "fc":
         return _compare_labels(name, kind, expected, actual, reference_probabilities, probability_tolerance)
     return _compare_floats(name, kind, expected, actual, tolerance)
+
+
+def _plain(values: np.ndarray) -> np.ndarray:
+    """A structured array (a ZipMap's maps, a field per key) as a plain matrix of its values; others as is."""
+    if values.dtype.names is None:
+        return values
+    from numpy.lib.recfunctions import structured_to_unstructured
+
+    return np.asarray(structured_to_unstructured(values))
 
 
 def _spread(values: np.ndarray) -> dict[str, float]:
@@ -274,10 +281,8 @@ def compare(
             continue
         pair = probabilities if kind == "label" and probabilities else None
         paired = expected[pair] if pair else None
-        if paired is not None and paired.dtype.names is not None:  # ZipMap probabilities: one column per class
-            from numpy.lib.recfunctions import structured_to_unstructured
-
-            paired = structured_to_unstructured(paired)
+        if paired is not None:
+            paired = _plain(paired)  # ZipMap probabilities: one column per class
         comparisons.append(
             compare_output(
                 name, kind, reference, actual[name], tolerances[name],

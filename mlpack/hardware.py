@@ -107,17 +107,22 @@ def _numpy() -> dict[str, Any]:
     return {
         "version": np.__version__,
         "baseline": list(umath.__cpu_baseline__),
-        "dispatch": sorted(f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)),
+        "dispatch": sorted(set(umath.__cpu_dispatch__) & cpu_features()),
     }
+
+
+def cpu_features() -> set[str]:
+    """The CPU features numpy's dispatch sees (from CPUID or HWCAP): what an emulated CPU reports."""
+    from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
+
+    return {name for name, present in umath.__cpu_features__.items() if present}
 
 
 def level() -> str:
     """The micro-architecture level as the numeric libraries see it (numpy's CPU features, from CPUID or
     HWCAP), not /proc/cpuinfo, which shows the host's flags under emulation and in some VMs: x86-64-v4
     (AVX-512), x86-64-v3 (AVX2, FMA), x86-64-avx (AVX only), x86-64-v2 (SSE4.2), or aarch64 with SVE noted."""
-    from numpy._core import _multiarray_umath as umath  # type: ignore[attr-defined]
-
-    features = {name for name, present in umath.__cpu_features__.items() if present}
+    features = cpu_features()
     arch = platform.machine().lower()
     if arch in ("x86_64", "amd64"):
         for name, needs in (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpack.errors import RuntimeEnvironmentError, UsageError
+from mlpack.hardware import cpu_features
 
 EMULATOR_PACKAGE = "qemu-user"  # Debian's package for qemu-x86_64 and qemu-aarch64
 
@@ -133,13 +134,6 @@ def unavailable(name: str) -> str | None:
     return None
 
 
-def _host_features() -> set[str]:
-    from numpy._core import _multiarray_umath  # type: ignore[attr-defined]  # numpy ships no stub for it
-
-    features: dict[str, bool] = _multiarray_umath.__cpu_features__  # what numpy's dispatch sees on this CPU
-    return {name for name, present in features.items() if present}
-
-
 def _command(machine: MachineClass) -> tuple[list[str], str]:
     """The command prefix that runs this interpreter as a machine of the class, and how it is described."""
     if platform.machine() != machine.arch:
@@ -147,7 +141,7 @@ def _command(machine: MachineClass) -> tuple[list[str], str]:
             f"{machine.name} needs an {machine.arch} host to emulate; this is {platform.machine()}."
         )
     if machine.qemu_cpu is None:
-        if machine.native_feature and machine.native_feature in _host_features():
+        if machine.native_feature and machine.native_feature in cpu_features():
             return [], "native (this CPU is of the class)"
         raise RuntimeEnvironmentError(
             f"QEMU cannot emulate {machine.name} ({machine.summary}), and this CPU lacks it: run mlpack verify on "
@@ -187,13 +181,13 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
         return MachineResult(name, how, "error", False, 4, f"verify under {how} did not finish in 15 minutes.")
     try:
         report = json.loads(done.stdout)
-        verdict = report.get("verdict", "error")
-    except (json.JSONDecodeError, TypeError, KeyError):
+    except json.JSONDecodeError:  # died before it could answer (an illegal instruction, say)
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
         return MachineResult(name, how, "error", False, 4, f"verify under {how} failed: {last}",
                              seconds=time.perf_counter() - started)  # fmt: skip
-    if "error" in report and "verdict" not in report:  # refused before judging: one sentence
-        return MachineResult(name, how, "error", False, int(report.get("exit_code", 4)), str(report["error"]))
+    if "verdict" not in report:  # refused before judging: {"error": sentence, "exit_code": n}
+        return MachineResult(name, how, "error", False, int(report.get("exit_code", 4)), str(report.get("error")))
+    verdict = report["verdict"]
     causes = list(report.get("causes", []))
     if verdict not in ("identical", "tampered"):
         # under emulation /proc/cpuinfo still shows the host: the class itself is the difference that matters

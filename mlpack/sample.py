@@ -149,8 +149,7 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
             if suffix == ".npy":
                 arrays = {"": np.load(path, allow_pickle=False)}
             elif suffix == ".npz":
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {key: data[key] for key in data.files}
+                arrays = read_npz(path)
             elif suffix == ".csv":
                 arrays = _from_csv(path)
             else:
@@ -198,27 +197,39 @@ def by_position(tensors: dict[str, np.ndarray], names: list[str]) -> dict[str, n
     return named
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """A user's .npz by member name, never unpickling (ValueError and OSError are the caller's to word)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
 def load_expected(source: Any, outputs: list[str]) -> dict[str, np.ndarray]:
-    """Outputs the user already trusts, keyed by output name: an .npz, a dict of arrays, or an ONNX test-data
-    folder of output_K.pb files."""
+    """Outputs keyed by output name, from the user (``--expected``, ``mlpack compare``): an .npz, a dict of
+    arrays, or an ONNX test-data folder of output_K.pb files."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         arrays = _from_test_data(Path(source), "output")
     elif isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file() or path.suffix.lower() != ".npz":
-            raise UsageError(
-                f"--expected takes an .npz keyed by output name, or a folder of output_K.pb files: {path}."
-            )
+        if not path.exists():
+            raise UsageError(f"The outputs file {path} does not exist.")
+        if path.suffix.lower() != ".npz":
+            raise UsageError(f"{path} is neither an .npz keyed by output name nor a folder of output_K.pb files.")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
+            arrays = read_npz(path)
         except (ValueError, OSError) as exc:
-            raise UsageError(f"The expected outputs {path} could not be read: {exc}") from None
+            raise UsageError(
+                f"{path} is not an .npz of outputs keyed by name: {str(exc).splitlines()[0][:200]}"
+            ) from None
     elif isinstance(source, Mapping):
         arrays = {str(key): np.asarray(value) for key, value in source.items()}
     else:
         raise UsageError("Expected outputs must be a dict of arrays keyed by output name, an .npz or a folder.")
     return by_position(arrays, outputs)
+
+
+def onnx_safe_name(column: str) -> str:
+    """The input name skl2onnx gives a DataFrame column: "petal length (cm)" becomes "petal_length__cm_"."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", column)
 
 
 def _as_onnx_names(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -228,7 +239,7 @@ def _as_onnx_names(sample: dict[str, np.ndarray], names: list[str]) -> dict[str,
         return sample
     renamed = {}
     for key, value in sample.items():
-        safe = re.sub(r"[^A-Za-z0-9_]", "_", key)
+        safe = onnx_safe_name(key)
         renamed[safe if key not in names and safe in names and safe not in sample else key] = value
     return renamed if len(renamed) == len(sample) else sample
 

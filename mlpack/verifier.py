@@ -240,22 +240,13 @@ def verify(
     every float output); the report lists the overrides. ``save_outputs`` writes what this machine gave for
     the golden inputs to an .npz, which ``judge_saved`` (``mlpack compare``) can judge later."""
     started = time.perf_counter()
-    package: Package = open_package(path)
-    report = Report(
-        package=str(package.path), name=package.name, version=package.version, digest=package.digest,
-        verdict="error", passed=False, message="", strict=strict,
-    )  # fmt: skip
+    package, report, problems = _opened(path, strict, expect_digest=expect_digest)
 
     def finish(**fields: Any) -> Report:
         return replace(report, seconds=time.perf_counter() - started, **fields)
 
-    problems = check_integrity(package)
-    if expect_digest and expect_digest.removeprefix("sha256:") != package.digest.removeprefix("sha256:"):
-        mismatch = f"manifest digest {package.digest} ≠ expected {expect_digest}"
-        problems.insert(0, Problem("mlpack.json", "changed", mismatch))
     if problems:
-        message = f"The package's files do not match its manifest: {describe_problems(problems)}."
-        return finish(verdict="tampered", integrity=problems, message=message)
+        return finish(**_tampered(problems))
 
     manifest = package.manifest
     tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
@@ -284,12 +275,38 @@ def verify(
         message = ""
     if not full and (verdict != "identical" or env_diff["runtime"]):
         full, env_diff = True, _environment_diff(package, True)  # now there is something to explain
-    passed = verdict == "identical" or (verdict == "equivalent" and not strict)
+    passed = _passes(verdict, strict)
     return finish(
         verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
         environment=env_diff, build_env_compared=full,
         message=(message or _summary(verdict, passed, outputs, strict)) + _overridden(overrides),
     )  # fmt: skip
+
+
+def _opened(
+    path: str | Path, strict: bool, *, expect_digest: str | None = None, judged: str = "replay"
+) -> tuple[Package, Report, list[Problem]]:
+    """The package, a report that says "error" until judged, and its integrity problems (a digest other than
+    the expected one among them)."""
+    package = open_package(path)
+    report = Report(
+        package=str(package.path), name=package.name, version=package.version, digest=package.digest,
+        verdict="error", passed=False, message="", strict=strict, judged=judged,
+    )  # fmt: skip
+    problems = check_integrity(package)
+    if expect_digest and expect_digest.removeprefix("sha256:") != package.digest.removeprefix("sha256:"):
+        mismatch = f"manifest digest {package.digest} ≠ expected {expect_digest}"
+        problems.insert(0, Problem("mlpack.json", "changed", mismatch))
+    return package, report, problems
+
+
+def _tampered(problems: list[Problem]) -> dict[str, Any]:
+    message = f"The package's files do not match its manifest: {describe_problems(problems)}."
+    return {"verdict": "tampered", "integrity": problems, "message": message}
+
+
+def _passes(verdict: str, strict: bool) -> bool:
+    return verdict == "identical" or (verdict == "equivalent" and not strict)
 
 
 def _overridden(overrides: Mapping[str, Mapping[str, float]]) -> str:
@@ -307,44 +324,24 @@ def judge_saved(
     atol: Mapping[str, float] | None = None,
     rtol: Mapping[str, float] | None = None,
 ) -> Report:
-    """Judge outputs saved earlier (``verify --save-outputs``, or any .npz keyed by output name) against the
-    package's golden outputs, without running the model: integrity first, then the same comparison."""
+    """Judge outputs saved earlier (``verify --save-outputs``, an .npz keyed by output name, or a folder of
+    output_K.pb files) against the package's golden outputs, without running the model: integrity first,
+    then the same comparison as verify."""
+    from mlpack.sample import load_expected
+
     started = time.perf_counter()
-    package = open_package(path)
-    report = Report(
-        package=str(package.path), name=package.name, version=package.version, digest=package.digest,
-        verdict="error", passed=False, message="", strict=strict, judged="saved",
-    )  # fmt: skip
-    problems = check_integrity(package)
+    package, report, problems = _opened(path, strict, judged="saved")
     if problems:
-        message = f"The package's files do not match its manifest: {describe_problems(problems)}."
-        return replace(report, verdict="tampered", integrity=problems, message=message,
-                       seconds=time.perf_counter() - started)  # fmt: skip
+        return replace(report, **_tampered(problems), seconds=time.perf_counter() - started)
     manifest = package.manifest
     tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
-    actual = load_sample_outputs(Path(outputs_file))
-    outputs = compare.compare(
-        load_npz(package.path / manifest.reference.outputs), actual, manifest.kinds, tolerances
-    )
+    actual = load_expected(outputs_file, list(manifest.kinds))
+    expected = load_npz(package.path / manifest.reference.outputs)
+    outputs = compare.compare(expected, actual, manifest.kinds, tolerances)
     verdict = compare.verdict(outputs)
-    passed = verdict == "identical" or (verdict == "equivalent" and not strict)
+    passed = _passes(verdict, strict)
     return replace(
         report, verdict=verdict, passed=passed, outputs=outputs, tolerance_overrides=overrides,
         message=_summary(verdict, passed, outputs, strict) + _overridden(overrides),
         seconds=time.perf_counter() - started,
     )  # fmt: skip
-
-
-def load_sample_outputs(path: Path) -> dict[str, Any]:
-    """Saved outputs: an .npz keyed by output name, read without unpickling."""
-    import numpy as np
-
-    if not path.is_file():
-        raise UsageError(f"The outputs file {path} does not exist.")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (ValueError, OSError) as exc:
-        raise UsageError(
-            f"{path} is not an .npz of outputs keyed by name: {str(exc).splitlines()[0][:200]}"
-        ) from None

@@ -13,7 +13,8 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 import mlpack
-from mlpack.machines import CLASSES, _host_features, resolve, verify_matrix
+from mlpack.hardware import cpu_features
+from mlpack.machines import CLASSES, resolve, verify_matrix
 from tests.conftest import CliRunner, one_sentence_error
 
 
@@ -38,7 +39,7 @@ def test_an_older_x86_class_moves_the_numbers_and_says_why(matmul: Path) -> None
     native, older = matrix.results
     assert native.verdict == "identical" and native.how == "native"
     assert older.how == "qemu-x86_64 -cpu Nehalem"
-    if "AVX2" in _host_features():  # the golden outputs came from AVX2/FMA kernels: SSE sums otherwise
+    if "AVX2" in cpu_features():  # the golden outputs came from AVX2/FMA kernels: SSE sums otherwise
         assert older.verdict == "equivalent", older.message
         (y,) = older.outputs
         assert not y["identical"] and y["passed"] and y["identical_elements"] < y["total"]
@@ -54,7 +55,7 @@ def test_an_older_x86_class_moves_the_numbers_and_says_why(matmul: Path) -> None
 def test_emulating_the_hosts_own_class_gives_the_hosts_bits(matmul: Path) -> None:
     """The claim emulation rests on: QEMU reports the model's CPUID, the libraries dispatch on it, and the
     numbers are a real machine's. An emulated x86-64-v3 on an AVX2/FMA host must be bit-identical."""
-    if not {"AVX2", "FMA3"} <= _host_features():
+    if not {"AVX2", "FMA3"} <= cpu_features():
         return  # only checkable where the host is of the class; the other test covers older classes
     (result,) = verify_matrix(matmul, ["x86-64-v3"]).results
     assert result.how == "qemu-x86_64 -cpu Haswell-v4" and result.verdict == "identical", result.message
@@ -62,7 +63,7 @@ def test_emulating_the_hosts_own_class_gives_the_hosts_bits(matmul: Path) -> Non
 
 def test_the_command_line_matrix(matmul: Path, cli: CliRunner) -> None:
     text = cli("verify", matmul, "--machine", "native", "--machine", "x86-64-v4")
-    has_avx512 = "AVX512F" in _host_features()
+    has_avx512 = "AVX512F" in cpu_features()
     assert text.returncode == (0 if has_avx512 else 4), text.stderr
     assert "native       native" in text.stdout
     if not has_avx512:
@@ -87,7 +88,7 @@ def test_bad_requests_are_refused_in_one_sentence(matmul: Path, cli: CliRunner) 
     assert no_emulator.returncode == 4 and "apt-get install qemu-user" in no_emulator.stdout
     chosen, left_out = resolve(["all"])
     assert chosen == ["native", *(c for c in CLASSES if c not in left_out)]
-    if "AVX512F" not in _host_features():  # "all" gates on what this machine can run; named, v4 fails (above)
+    if "AVX512F" not in cpu_features():  # "all" gates on what this machine can run; named, v4 fails (above)
         assert list(left_out) == ["x86-64-v4"] and "QEMU cannot emulate x86-64-v4" in left_out["x86-64-v4"]
 
 

@@ -56,7 +56,8 @@ def test_a_dataframe_feeds_a_column_transformer_by_column_name(tmp_path: Path) -
     np.testing.assert_allclose(got["probabilities"], model.predict_proba(fresh), atol=1e-5)
 
 
-def test_a_tuple_is_taken_in_the_model_input_order(tmp_path: Path) -> None:
+def subtraction() -> tuple[Any, np.ndarray, np.ndarray]:
+    """y = a - b, two inputs of the same shape (so order matters), and two inputs for it."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -64,8 +65,12 @@ def test_a_tuple_is_taken_in_the_model_input_order(tmp_path: Path) -> None:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 2]) for n in "ab"],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
     )  # fmt: skip
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    a, b = np.ones((3, 2), np.float32), np.full((3, 2), 5.0, np.float32)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model, np.ones((3, 2), np.float32), np.full((3, 2), 5.0, np.float32)
+
+
+def test_a_tuple_is_taken_in_the_model_input_order(tmp_path: Path) -> None:
+    onnx_model, a, b = subtraction()
     package = mlpack.build(onnx_model, sample={"b": b, "a": a}, out=tmp_path, resolve=False, timings=False)
     loaded = mlpack.load(package.path)
     np.testing.assert_array_equal(loaded.predict((a, b))["y"], a - b)
@@ -77,15 +82,7 @@ def test_a_tuple_is_taken_in_the_model_input_order(tmp_path: Path) -> None:
 def test_a_tuple_sample_builds_onnx_by_position_and_sklearn_refuses_it(
     tmp_path: Path, forest: Any, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Sub", ["a", "b"], ["y"])], "sub",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 2]) for n in "ab"],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-    )  # fmt: skip
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    a, b = np.ones((3, 2), np.float32), np.full((3, 2), 5.0, np.float32)
+    onnx_model, a, b = subtraction()
     package = mlpack.build(onnx_model, sample=(a, b), out=tmp_path, resolve=False, timings=False)
     np.testing.assert_array_equal(np.load(package.path / "reference" / "outputs.npz")["y"], a - b)
     with pytest.raises(UsageError, match="A tuple sample gives inputs by position, for PyTorch and ONNX models"):

@@ -4,7 +4,6 @@ files as .skops, or pickles (.pkl, .joblib) with explicit consent."""
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +12,7 @@ import numpy as np
 from mlpack.convert import Converted, ConvertOptions, Description, Trust, class_name, require, top_module
 from mlpack.errors import ConversionError, UsageError
 from mlpack.manifest import Tolerance
+from mlpack.sample import onnx_safe_name
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # About 15-100x the worst conversion parity and thread-count replay measured for trees and linear models
@@ -80,8 +80,8 @@ def _frame(model: Any, feeds: dict[str, np.ndarray]) -> Any:
 
     columns = _columns(model) or list(feeds)
 
-    def feed(name: str) -> np.ndarray:  # skl2onnx names the input "petal_length__cm_" for "petal length (cm)"
-        value = feeds[name] if name in feeds else feeds[re.sub(r"[^A-Za-z0-9_]", "_", name)]
+    def feed(name: str) -> np.ndarray:  # the feeds carry skl2onnx's input names
+        value = feeds[name] if name in feeds else feeds[onnx_safe_name(name)]
         return value.reshape(len(value), -1)[:, 0]
 
     return pd.DataFrame({name: feed(name) for name in columns})
