@@ -7,6 +7,7 @@ registry.py: push, pull · container.py: containerize · common.py: the app, out
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from typing import Annotated, Any, NoReturn
@@ -88,11 +89,22 @@ def main() -> None:
     except KeyboardInterrupt:  # before or after a command's own handling: while loading, or in click
         _exit_interrupted()
     except SystemExit as exit_:  # click turns an interrupt it sees into "Aborted!" and exit 1
-        if state["interrupted"] and exit_.code not in (0, 130):
-            _exit_interrupted()
+        if state["interrupted"]:
+            if exit_.code not in (0, 130):
+                _exit_interrupted()
+            _hard_exit(exit_.code if isinstance(exit_.code, int) else 1)
         raise
 
 
 def _exit_interrupted() -> NoReturn:
     sys.stderr.write(f"mlpack: {INTERRUPTED}\n")
-    sys.exit(130)
+    _hard_exit(130)
+
+
+def _hard_exit(code: int) -> NoReturn:
+    """Exit with ``code`` itself. CPython 3.11 remembers a KeyboardInterrupt that passed through code run by
+    an extension's embedded PyRun_* call (an import being interrupted) even when it was caught, and then ends
+    the process by SIGINT instead of the exit code: seen as -2 after "interrupted" was printed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
