@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mlpack.manifest import Tolerance
+from mlpack.tensors import BFLOAT16, is_float
 
 # Defaults by output kind. Measured here: thread count moves forest probabilities by up to 7.7e-7 and
 # boosted regressors by 1.2e-4 absolute; real model changes move them by 1e-2 or more.
@@ -118,7 +119,7 @@ def compare_output(
         return _result(
             name, kind, expected, problem=f"dtype {actual.dtype} differs from the reference {expected.dtype}"
         )
-    if expected.dtype.kind not in "fc":
+    if not is_float(expected.dtype):
         return _compare_labels(name, kind, expected, actual, reference_probabilities, probability_tolerance)
     return _compare_floats(name, kind, expected, actual, tolerance)
 
@@ -226,7 +227,8 @@ def _compare_floats(
     rel = np.where(np.isnan(rel), np.inf, rel)
     outside_mask = diff > tolerance.atol + tolerance.rtol * np.nan_to_num(scale)
     max_ulp = None
-    significant = (scale > max(tolerance.atol, np.finfo(expected.dtype).tiny)) & ~np.isnan(act64)
+    tiny = np.finfo(np.float32 if expected.dtype == BFLOAT16 else expected.dtype).tiny  # bf16: float32's exponents
+    significant = (scale > max(tolerance.atol, tiny)) & ~np.isnan(act64)
     if significant.any():
         ulps = np.abs(_ordered(expected[significant]) - _ordered(actual[significant]))
         max_ulp = int(ulps.max())
@@ -237,7 +239,7 @@ def _compare_floats(
     with np.errstate(invalid="ignore"):
         needed = diff - tolerance.rtol * np.nan_to_num(scale)
     abs_spread, rel_spread = _spread(diff), _spread(rel)
-    if expected.dtype.itemsize in (2, 4, 8):  # float16/32/64: bit for bit
+    if expected.dtype.itemsize in (2, 4, 8):  # bfloat16, float16/32/64: bit for bit
         bitwise = expected.view(f"u{expected.dtype.itemsize}") == actual.view(f"u{actual.dtype.itemsize}")
     else:  # complex: equal values (their bits are compared as a whole by ``identical``)
         bitwise = same

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpack.tensors import bfloat16_restored
+
 CHUNK = 1 << 20  # 1 MiB: hashing a file of any size keeps memory flat
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, so .npz bytes never hold a clock
 
@@ -95,6 +97,6 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                 if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
                     raise IntegrityError(f"{path} member {info.filename!r} claims {shape} {dtype}; it holds less.")
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+            return {key: bfloat16_restored(data[key]) for key in data.files}
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise IntegrityError(f"{path} is not a readable .npz: {str(exc)[:200]}") from None

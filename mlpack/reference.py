@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ import numpy as np
 
 from mlpack.errors import RuntimeEnvironmentError, UsageError
 from mlpack.manifest import SessionSettings, TensorSpec
-from mlpack.tensors import LABEL_TYPES
+from mlpack.tensors import BFLOAT16, LABEL_TYPES
 
 
 def replay_settings(recorded: SessionSettings, threads: int | None = None) -> SessionSettings:
@@ -139,7 +140,9 @@ def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -
     names = [o.name for o in outs]
 
     def call(chunk: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return [as_array(o.name, value, o.type) for o, value in zip(outs, session.run(names, chunk), strict=True)]
+        return [
+            as_array(o.name, value, o.type) for o, value in zip(outs, infer(session, names, chunk), strict=True)
+        ]
 
     if not row_batches:
         results = call(feeds)
@@ -149,6 +152,30 @@ def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -
         parts = [call({k: v[i : i + batch] for k, v in feeds.items()}) for i in range(0, rows, batch)]
         results = [np.concatenate([part[j] for part in parts]) for j in range(len(names))]
     return dict(zip(names, results, strict=True))
+
+
+def infer(session: Any, names: list[str], feeds: Mapping[str, np.ndarray]) -> list[Any]:
+    """``session.run``, except that bfloat16 tensors, which onnxruntime's Python API cannot pass as numpy
+    arrays, go in and come out through OrtValues, as ml_dtypes' bfloat16 arrays."""
+    types = {spec.name: spec.type for spec in session.get_outputs()}
+    if all(v.dtype != BFLOAT16 for v in feeds.values()) and all(types[n] != "tensor(bfloat16)" for n in names):
+        return list(session.run(names, dict(feeds)))
+    ort_value = _ort().OrtValue
+    values = {
+        name: ort_value.ortvalue_from_numpy_with_onnx_type(np.ascontiguousarray(value).view(np.uint16), 16)
+        if value.dtype == BFLOAT16  # 16: TensorProto.BFLOAT16
+        else ort_value.ortvalue_from_numpy(np.ascontiguousarray(value))
+        for name, value in feeds.items()
+    }
+    return [_from_ort_value(value) for value in session.run_with_ort_values(names, values)]
+
+
+def _from_ort_value(value: Any) -> Any:
+    if value.data_type() != "tensor(bfloat16)":
+        return value.numpy()
+    out = np.empty(value.shape(), dtype=np.uint16)
+    ctypes.memmove(out.ctypes.data, value.data_ptr(), out.nbytes)  # a CPU tensor's bytes, copied out
+    return out.view(BFLOAT16)
 
 
 _MAP_VALUES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}

@@ -44,7 +44,8 @@ class Model:
         way, with a warning saying so; nothing else is cast."""
         names = outputs or [spec.name for spec in self.outputs]
         check_names(names, self.outputs, "output")
-        return dict(zip(names, self.session.run(names, check_feeds(self._named(feeds), self.inputs)), strict=True))
+        feeds = check_feeds(self._named(feeds), self.inputs)
+        return dict(zip(names, reference.infer(self.session, names, feeds), strict=True))
 
     def _named(self, feeds: Any) -> dict[str, Any]:
         recorded = self.package.manifest.parity.input_cast if self.package.manifest.parity else {}

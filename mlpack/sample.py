@@ -13,7 +13,7 @@ import numpy as np
 from mlpack.errors import UsageError
 from mlpack.manifest import TensorSpec
 from mlpack.reference import fixed_batch
-from mlpack.tensors import numpy_dtype
+from mlpack.tensors import BFLOAT16, bfloat16_restored, numpy_dtype
 
 
 def _from_csv(path: Path) -> dict[str, np.ndarray]:
@@ -147,7 +147,7 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
         suffix = path.suffix.lower()
         try:
             if suffix == ".npy":
-                arrays = {"": np.load(path, allow_pickle=False)}
+                arrays = {"": bfloat16_restored(np.load(path, allow_pickle=False))}
             elif suffix == ".npz":
                 arrays = read_npz(path)
             elif suffix == ".csv":
@@ -177,7 +177,7 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
     if not arrays or any(array.size == 0 for array in arrays.values()):
         raise UsageError("The sample is empty: give at least one row of input.")
     for key, array in arrays.items():  # no model mlpack converts takes these; say so before a converter fails
-        if array.dtype.kind in "cmMV":
+        if array.dtype.kind in "cmMV" and array.dtype != BFLOAT16:
             where = f"input {key!r}" if key else "the sample"
             raise UsageError(f"{where.capitalize()} holds {array.dtype} values; models take numbers or strings.")
     return arrays
@@ -200,7 +200,7 @@ def by_position(tensors: dict[str, np.ndarray], names: list[str]) -> dict[str, n
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """A user's .npz by member name, never unpickling (ValueError and OSError are the caller's to word)."""
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        return {key: bfloat16_restored(data[key]) for key in data.files}
 
 
 def load_expected(source: Any, outputs: list[str]) -> dict[str, np.ndarray]:
@@ -314,6 +314,8 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, cast_ok: bool) -> tuple
     label = f"{array.dtype}->{dtype}"
     if dtype.kind == "U" and array.dtype.kind in "UO":
         return array.astype(str), label
+    if dtype == BFLOAT16 and array.dtype.kind == "f" and cast_ok:  # rounds to nearest, as torch's .bfloat16()
+        return array.astype(dtype), label
     if dtype.kind != "U" and array.dtype.kind in "biuf" and cast_ok:  # noqa: SIM102
         if np.can_cast(array.dtype, dtype, "same_kind") or array.dtype.kind in "biu":
             converted = array.astype(dtype)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import ml_dtypes
 import numpy as np
 
 from mlpack.errors import UsageError
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TensorType:
     onnx: str  # onnxruntime's type string
-    numpy: Any  # the numpy scalar type that holds it (None where numpy has none, e.g. bfloat16)
+    numpy: Any  # the numpy scalar type that holds it (bfloat16: ml_dtypes', as onnx itself uses)
     v2: str | None  # the Open Inference Protocol (KServe V2) datatype
     triton: str  # Triton's model-config data_type
 
@@ -31,7 +32,7 @@ TYPES = (
     TensorType("tensor(float)", np.float32, "FP32", "TYPE_FP32"),
     TensorType("tensor(double)", np.float64, "FP64", "TYPE_FP64"),
     TensorType("tensor(float16)", np.float16, "FP16", "TYPE_FP16"),
-    TensorType("tensor(bfloat16)", None, None, "TYPE_BF16"),
+    TensorType("tensor(bfloat16)", ml_dtypes.bfloat16, None, "TYPE_BF16"),
     TensorType("tensor(bool)", np.bool_, "BOOL", "TYPE_BOOL"),
     TensorType("tensor(string)", np.str_, "BYTES", "TYPE_STRING"),
     *(TensorType(f"tensor(int{b})", getattr(np, f"int{b}"), f"INT{b}", f"TYPE_INT{b}") for b in (8, 16, 32, 64)),
@@ -42,6 +43,7 @@ TYPES = (
 )
 BY_ONNX = {t.onnx: t for t in TYPES}
 BY_V2 = {t.v2: t for t in TYPES if t.v2}
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 LABEL_TYPES = frozenset({"tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(bool)"})
 
 
@@ -55,10 +57,19 @@ def tensor_type(onnx_type: str, name: str = "") -> TensorType:
 
 
 def numpy_dtype(onnx_type: str, name: str = "") -> np.dtype[Any]:
-    row = tensor_type(onnx_type, name)
-    if row.numpy is None:
-        raise UsageError(f"numpy has no type for {onnx_type} ({name or 'a tensor'}).")
-    return np.dtype(row.numpy)  # type: ignore[no-any-return]  # numpy stubs type dtype(Any) as Any
+    return np.dtype(tensor_type(onnx_type, name).numpy)  # type: ignore[no-any-return]  # numpy stubs type dtype(Any) as Any
+
+
+def is_float(dtype: np.dtype[Any]) -> bool:
+    """Compared as floats (abs, rel, ulp): numpy's floats and complex numbers, and bfloat16."""
+    return dtype.kind in "fc" or dtype == BFLOAT16
+
+
+def bfloat16_restored(array: np.ndarray) -> np.ndarray:
+    """numpy writes ml_dtypes' bfloat16 to .npy as raw 2-byte void ("|V2"): read such an array as bfloat16."""
+    if array.dtype.kind == "V" and array.dtype.names is None and array.dtype.itemsize == 2:
+        return array.view(BFLOAT16)
+    return array
 
 
 def v2_datatype(onnx_type: str, name: str = "") -> str:

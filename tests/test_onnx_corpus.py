@@ -19,6 +19,7 @@ from onnx import helper
 import mlpack
 from mlpack.errors import MlpackError
 from mlpack.fileio import load_npz
+from mlpack.verifier import judge_saved
 
 Spec = tuple[str, int, list[Any]]  # name, element type, shape (None or a name for a dynamic axis)
 
@@ -262,3 +263,47 @@ def test_onnx_model(case: str, tmp_path: Path) -> None:
         np.testing.assert_array_equal(got[name], direct[name], err_msg=name)
     timed = {k: v for k, v in manifest.performance.items() if k != "conversion_s"}
     assert timed and all("onnxruntime_ms" in entry or "omitted" in entry for entry in timed.values()), timed
+
+
+def test_bfloat16_in_and_out(tmp_path: Path) -> None:
+    """bfloat16 travels as ml_dtypes' type: from an .npz (where numpy writes it as raw 2-byte void), through
+    onnxruntime by OrtValues, into the golden outputs, compared bit for bit, and back out of predict."""
+    import ml_dtypes
+
+    model = make(
+        [
+            helper.make_node("Cast", ["x"], ["f"], to=T.FLOAT),
+            helper.make_node("Tanh", ["f"], ["z"]),
+            helper.make_node("Cast", ["z"], ["w"], to=T.BFLOAT16),
+        ],
+        [("x", T.BFLOAT16, ["N", 3])],
+        [("z", T.FLOAT, ["N", 3]), ("w", T.BFLOAT16, ["N", 3])],
+    )
+    x = floats(6, 3).astype(ml_dtypes.bfloat16)
+    np.savez(tmp_path / "sample.npz", x=x)
+    package = mlpack.build(model, sample=tmp_path / "sample.npz", name="bf", out=tmp_path / "dist", resolve=False)
+    assert package.manifest.model.inputs[0].type == "tensor(bfloat16)"
+    assert "onnxruntime_ms" in package.manifest.performance["batch_1"]
+    golden = load_npz(package.path / "reference" / "outputs.npz")
+    z = np.tanh(x.astype(np.float32))  # what the graph computes, by numpy
+    assert golden["w"].dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(golden["z"], z, rtol=1e-6)
+    np.testing.assert_array_equal(
+        golden["w"].astype(np.float32), golden["z"].astype(ml_dtypes.bfloat16).astype(np.float32)
+    )
+    report = mlpack.verify(package.path)
+    assert report.verdict == "identical"
+    w = next(c for c in report.outputs if c.name == "w")
+    assert w.dtype == "bfloat16" and w.identical_elements == x.size and w.max_ulp == 0
+    got = mlpack.load(package.path).predict({"x": x})
+    assert got["w"].dtype == ml_dtypes.bfloat16 and got["w"].tobytes() == golden["w"].tobytes()
+    # float32 samples are cast to bfloat16 (rounded to nearest), and the cast is recorded
+    cast = mlpack.build(model, sample={"x": x.astype(np.float32)}, name="bf32", out=tmp_path / "d2", resolve=False)
+    assert dict(cast.manifest.parity.input_cast) == {"x": "float32->bfloat16"}
+    # outputs one bfloat16 ulp off are judged as floats: not identical, one ulp
+    saved = {k: v.copy() for k, v in golden.items()}
+    saved["w"] = (saved["w"].view(np.uint16) + np.uint16(1)).view(ml_dtypes.bfloat16)
+    np.savez(tmp_path / "saved.npz", **saved)
+    judged = judge_saved(package.path, tmp_path / "saved.npz")
+    w = next(c for c in judged.outputs if c.name == "w")
+    assert not w.identical and w.max_ulp == 1 and w.identical_elements == 0

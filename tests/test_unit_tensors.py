@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from mlpack.tensors import (
     LABEL_TYPES,
     TYPES,
     TensorType,
+    bfloat16_restored,
     check_feeds,
     check_names,
     numpy_dtype,
@@ -45,9 +47,6 @@ def test_every_row_of_the_table_is_consistent(row: TensorType) -> None:
     if row.v2 is not None:
         assert bits(row.v2) == triton_bits
         assert row.triton == ("TYPE_STRING" if row.v2 == "BYTES" else f"TYPE_{row.v2}")
-    if row.numpy is None:
-        assert row.onnx == "tensor(bfloat16)" and triton_bits == 16
-        return
     dtype = np.dtype(row.numpy)
     if triton_bits is None:
         assert dtype.kind == "U"
@@ -55,7 +54,8 @@ def test_every_row_of_the_table_is_consistent(row: TensorType) -> None:
         assert dtype.itemsize * 8 == triton_bits
     # the kind agrees with the name: floats are FP, signed ints INT, unsigned UINT
     onnx_kind = row.onnx[len("tensor(") : -1]
-    expected_kind = {"float": "f", "double": "f", "float16": "f", "bool": "b", "string": "U"}.get(onnx_kind)
+    kinds = {"float": "f", "double": "f", "float16": "f", "bfloat16": "V", "bool": "b", "string": "U"}
+    expected_kind = kinds.get(onnx_kind)
     expected_kind = expected_kind or ("u" if onnx_kind.startswith("uint") else "i")
     assert dtype.kind == expected_kind
     if onnx_kind.startswith(("int", "uint")):
@@ -94,10 +94,11 @@ def test_unknown_types_are_refused_in_one_sentence(onnx_type: str) -> None:
         v2_datatype(onnx_type)
 
 
-def test_bfloat16_has_no_numpy_or_v2_type() -> None:
+def test_bfloat16_is_ml_dtypes_and_has_no_v2_type() -> None:
     assert tensor_type("tensor(bfloat16)").triton == "TYPE_BF16"
-    with pytest.raises(UsageError, match=r"^numpy has no type for tensor\(bfloat16\) \(x\)\.$"):
-        numpy_dtype("tensor(bfloat16)", "x")
+    assert numpy_dtype("tensor(bfloat16)", "x") == np.dtype(ml_dtypes.bfloat16)
+    raw = np.frombuffer(np.array([1.5, -2.0], ml_dtypes.bfloat16).tobytes(), dtype="V2")  # as np.load gives it
+    assert bfloat16_restored(raw).tolist() == [1.5, -2.0] and bfloat16_restored(raw).dtype == ml_dtypes.bfloat16
     with pytest.raises(UsageError, match=r"^The V2 protocol has no datatype for tensor\(bfloat16\)"):
         v2_datatype("tensor(bfloat16)", "x")
 
@@ -193,9 +194,9 @@ def test_check_feeds_refuses_unknown_and_missing_names() -> None:
     assert caught.value.message == "Missing input 'ids'; the model takes ['X', 'city', 'ids']."
 
 
-def test_check_feeds_refuses_an_input_of_a_type_numpy_lacks() -> None:
+def test_check_feeds_refuses_float16_for_bfloat16() -> None:
     spec = [TensorSpec("h", "tensor(bfloat16)", ("?",))]
-    with pytest.raises(UsageError, match=r"numpy has no type for tensor\(bfloat16\) \(h\)"):
+    with pytest.raises(UsageError, match=r"^Input 'h' must be bfloat16, not float16\.$"):
         check_feeds({"h": np.zeros(2, np.float16)}, spec)
 
 
