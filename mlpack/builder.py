@@ -52,7 +52,7 @@ from mlpack.package import (
     refuse_existing,
     staging,
 )  # fmt: skip
-from mlpack.sample import by_feature_names, fit_to_inputs, load_expected, load_sample, require_rows
+from mlpack.sample import Runs, by_feature_names, fit_to_inputs, load_expected, load_sample, require_rows
 
 if TYPE_CHECKING:
     import onnx
@@ -72,6 +72,12 @@ class Golden:
     results: dict[str, np.ndarray]
     casts: dict[str, str]
     row_batches: bool
+    runs: int  # > 1: separate golden runs, each tensor stacked along a new leading axis
+
+    @property
+    def first(self) -> dict[str, np.ndarray]:
+        """The inputs of the first run (of the only one, usually): what rows and timings are measured on."""
+        return {k: v[0] for k, v in self.feeds.items()} if self.runs > 1 else self.feeds
 
 
 def build(
@@ -187,10 +193,10 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     else:
         say("checking conversion parity against the native model")
         comparisons, passed = parity.check(
-            converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity
+            converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity, golden.runs
         )
     figures = (
-        timing.performance(golden.session, converter, job.native, golden.inputs, golden.feeds,
+        timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)
         if job.timings
         else {"omitted": "timings=False"}
@@ -219,8 +225,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
             input_cast={**job.converted.input_cast, **golden.casts},
             outputs=tuple(c.to_dict() for c in comparisons),
         ),
-        reference=ReferenceInfo(INPUTS, OUTPUTS, reference.shared_rows(golden.inputs, golden.feeds) or 1,
-                                golden.row_batches),
+        reference=ReferenceInfo(INPUTS, OUTPUTS, reference.shared_rows(golden.inputs, golden.first) or 1,
+                                golden.row_batches, golden.runs),
         runtime=RuntimeInfo(profile["onnxruntime"]["version"], golden.settings),
         tolerances=tols,
         performance=figures,
@@ -256,14 +262,16 @@ def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.B
     session = reference.open_session(model_file, settings)
     inputs, outputs = reference.signature(session)
     feeds, casts = fit_to_inputs(arrays, inputs)
-    rows = reference.shared_rows(inputs, feeds)
-    if rows is not None and rows > opts.max_rows:  # golden rows are capped; a fixed batch keeps whole batches
+    runs = feeds.runs if isinstance(feeds, Runs) else 1
+    first = feeds.split()[0] if isinstance(feeds, Runs) else feeds
+    rows = reference.shared_rows(inputs, first)
+    if runs == 1 and rows is not None and rows > opts.max_rows:  # golden rows are capped; whole fixed batches
         batch = reference.fixed_batch(inputs) or 1
         keep = max(batch, opts.max_rows - opts.max_rows % batch)
-        feeds = {name: value[:keep] for name, value in feeds.items()}
-    row_batches = reference.needs_row_batches(inputs, feeds)
+        feeds = first = {name: value[:keep] for name, value in feeds.items()}
+    row_batches = reference.needs_row_batches(inputs, first)
     try:
-        results = reference.run(session, feeds, row_batches)
+        results = reference.run(session, feeds, row_batches, runs)
     except MlpackError:
         raise
     except Exception as exc:
@@ -271,7 +279,7 @@ def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.B
     for out_name, value in results.items():
         if value.dtype.kind == "f" and value.size and np.isnan(value).all():
             raise UsageError(f"The model gives only NaN for output {out_name!r} on this sample: check the sample.")
-    return Golden(settings, session, inputs, outputs, feeds, results, casts, row_batches)
+    return Golden(settings, session, inputs, outputs, dict(feeds), results, casts, row_batches, runs)
 
 
 def _model_info(

@@ -84,6 +84,7 @@ class ReferenceInfo:
     outputs: str
     rows: int
     row_batches: bool
+    runs: int = 1  # > 1: each stored tensor stacks that many separate golden runs along a new leading axis
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ def _check_values(m: Manifest, where: str) -> None:
         raise bad(f"the providers {list(s.providers)} are not onnxruntime execution providers")
     if s.graph_optimization_level not in OPT_LEVELS or s.execution_mode not in EXECUTION_MODES:
         raise bad(f"the session options {s.graph_optimization_level}/{s.execution_mode} are unknown")
-    if m.reference.rows < 1:
+    if m.reference.rows < 1 or m.reference.runs < 1:
         raise bad("the reference holds no rows")
     for relative, digest in m.files.items():
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -328,6 +329,8 @@ def to_json(value: Any) -> Any:
         data = {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, TensorSpec) and value.kind is None:
             del data["kind"]  # inputs carry no kind
+        if isinstance(value, ReferenceInfo) and value.runs == 1:
+            del data["runs"]  # one golden run: written as before runs existed
         return data
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}

@@ -54,10 +54,17 @@ def check(
     kinds: dict[str, str],
     tolerances: dict[str, Tolerance],
     accept: bool,
+    runs: int = 1,
 ) -> tuple[list[compare.OutputComparison], bool]:
     """Compare the native model's outputs with onnxruntime's; raise ParityError unless they agree or
-    the user accepts the difference. Returns the comparisons and whether they all passed."""
-    native = native_like(converter.predict(model, feeds, list(outputs)), outputs)
+    the user accepts the difference. Returns the comparisons and whether they all passed. Separate golden
+    runs (``runs`` > 1, stacked along a leading axis) are predicted one by one and stacked alike."""
+    if runs > 1:
+        each = [converter.predict(model, {k: v[i] for k, v in feeds.items()}, list(outputs)) for i in range(runs)]
+        predicted = {name: np.stack([one[name] for one in each]) for name in each[0]}
+    else:
+        predicted = converter.predict(model, feeds, list(outputs))
+    native = native_like(predicted, outputs)
     checked = {name: kind for name, kind in kinds.items() if name in native}
     comparisons = compare.compare(native, outputs, checked, tolerances)
     passed = all(c.passed for c in comparisons)

@@ -133,13 +133,26 @@ def needs_row_batches(inputs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarr
     return batch is not None and rows is not None and rows > batch
 
 
-def run(session: Any, feeds: dict[str, np.ndarray], row_batches: bool = False) -> dict[str, np.ndarray]:
-    """The outputs for ``feeds``; with ``row_batches``, in pieces of the model's fixed batch, concatenated.
-    Sequences and maps come back as arrays (``as_array``), so that they are stored and compared like tensors."""
+def run(
+    session: Any, feeds: Mapping[str, np.ndarray], row_batches: bool = False, runs: int = 1
+) -> dict[str, np.ndarray]:
+    """The outputs for ``feeds``; with ``row_batches``, in pieces of the model's fixed batch, concatenated;
+    with ``runs`` > 1, each run (a slice of the leading axis every tensor stacks) on its own, stacked the same
+    way. Sequences and maps come back as arrays (``as_array``), so that they are stored and compared like
+    tensors."""
+    if runs > 1:
+        each = [run(session, {k: v[i] for k, v in feeds.items()}, row_batches) for i in range(runs)]
+        for name in each[0]:
+            if len({(one[name].shape, one[name].dtype) for one in each}) != 1:
+                raise UsageError(
+                    f"Output {name!r} comes out in different shapes from one golden run to the next; separate "
+                    "runs are stored stacked, so give one test_data_set folder."
+                )
+        return {name: np.stack([one[name] for one in each]) for name in each[0]}
     outs = session.get_outputs()
     names = [o.name for o in outs]
 
-    def call(chunk: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def call(chunk: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return [
             as_array(o.name, value, o.type) for o, value in zip(outs, infer(session, names, chunk), strict=True)
         ]

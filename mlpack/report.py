@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # report renders data; importing these at run time would pull
     from mlpack.compare import OutputComparison
     from mlpack.inspector import Inspection
     from mlpack.machines import Matrix
-    from mlpack.manifest import TensorSpec
+    from mlpack.manifest import ReferenceInfo, TensorSpec
     from mlpack.package import Package
     from mlpack.verifier import Report
 
@@ -160,7 +160,7 @@ def render_build(package: Package) -> str:
             f"  model         {source.model_class if source else '?'} ({source.framework if source else '?'} "
             f"{source.framework_version if source else ''}), opsets {m.model.opset_imports}",
             f"  parity        {m.parity.status if m.parity else '-'}: {'; '.join(parts)}",
-            f"  golden        {m.reference.rows} rows",
+            f"  golden        {_golden(m.reference)}",
             f"  build lock    {build_lock.get('packages')} packages, {build_lock.get('with_artifact_hash')} with "
             "artifact hashes" + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
             f"  runtime lock  {runtime_text}",
@@ -185,7 +185,7 @@ def render_inspect(info: Inspection) -> str:
         f"  inputs       {_signature(m.model.inputs)}",
         f"  outputs      {_signature(m.model.outputs)}",
         f"  parity       {m.parity.status if m.parity else '-'}",
-        f"  reference    {m.reference.rows} golden rows",
+        f"  reference    {_golden(m.reference)}",
         f"  runtime      onnxruntime {m.runtime.onnxruntime}, {m.runtime.session.intra_op_num_threads} thread(s)",
         f"  hardware     {m.hardware.cpu} ({m.hardware.logical_cores} cores)",
         "  files",
@@ -266,3 +266,8 @@ def render_matrix(matrix: Matrix) -> str:
 
 def _float(value: Any) -> float:
     return float(value)  # JSON gives "inf" and "nan" as strings
+
+
+def _golden(info: ReferenceInfo) -> str:
+    rows = f"{info.rows} row{'s' if info.rows != 1 else ''}"
+    return f"{info.runs} golden runs of {rows} each" if info.runs > 1 else f"{rows} of golden inputs"

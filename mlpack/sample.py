@@ -53,7 +53,8 @@ def _from_csv(path: Path) -> dict[str, np.ndarray]:
 def _from_test_data(folder: Path, prefix: str) -> dict[str, np.ndarray]:
     """The ONNX test-data layout that model zoos ship: PREFIX_K.pb TensorProto files, in one folder or in
     several test_data_set_* folders. Tensors keep their names; an unnamed one is keyed "#K", the model's
-    K-th input or output. Several sets are joined along the batch axis, a run each for a fixed batch."""
+    K-th input or output. Several sets of one shape are separate golden runs (``Runs``); sets that differ
+    only in their leading (batch) axis are joined along it, as one run."""
     sets = sorted(p for p in folder.glob("test_data_set_*") if p.is_dir()) or [folder]
     loaded = [_test_data_set(one, prefix) for one in sets]
     if not loaded[0]:
@@ -64,13 +65,16 @@ def _from_test_data(folder: Path, prefix: str) -> dict[str, np.ndarray]:
     for one, path in zip(loaded, sets, strict=True):
         if list(one) != keys:
             raise UsageError(f"{path} holds {sorted(one)}, unlike {sets[0].name} ({sorted(keys)}).")
+    if all(len({(one[key].shape, one[key].dtype) for one in loaded}) == 1 for key in keys):
+        return stacked(loaded, prefix)
     joined = {}
     for key in keys:
         arrays = [one[key] for one in loaded]
         if any(a.ndim == 0 for a in arrays) or len({a.shape[1:] for a in arrays}) != 1:
             raise UsageError(
-                f"The test data sets give {key!r} in shapes {[list(a.shape) for a in arrays]}: only sets that "
-                "differ in their leading (batch) axis can be joined; give one test_data_set folder."
+                f"The test data sets give {key!r} in shapes {[list(a.shape) for a in arrays]}: sets of one shape "
+                "are separate golden runs and sets that differ only in their leading (batch) axis are joined; "
+                "give one test_data_set folder."
             )
         joined[key] = np.concatenate(arrays)
     return joined
@@ -98,6 +102,30 @@ def _test_data_set(folder: Path, prefix: str) -> dict[str, np.ndarray]:
             )
         tensors[key] = array
     return tensors
+
+
+class Runs(dict[str, np.ndarray]):
+    """Several samples of the same shapes (an ONNX model zoo's test_data_set_* folders), each tensor stacked
+    along a new leading axis: each is a golden run of its own, replayed and compared as such."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], runs: int) -> None:
+        super().__init__(arrays)
+        self.runs = runs
+
+    def split(self) -> list[dict[str, np.ndarray]]:
+        return [{name: value[i] for name, value in self.items()} for i in range(self.runs)]
+
+
+def stacked(parts: list[dict[str, np.ndarray]], what: str) -> Runs:
+    """Runs of one shape each, stacked; one sentence when a tensor's shape or type changes from run to run."""
+    for name in parts[0]:
+        if len({(part[name].shape, part[name].dtype) for part in parts}) != 1:
+            shapes = [f"{list(part[name].shape)} {part[name].dtype}" for part in parts]
+            raise UsageError(
+                f"The test data sets give {what} {name!r} as {', '.join(shapes)}: separate golden runs must "
+                "have one shape and type; give one test_data_set folder."
+            )
+    return Runs({name: np.stack([part[name] for part in parts]) for name in parts[0]}, len(parts))
 
 
 class Table(dict[str, np.ndarray]):
@@ -260,8 +288,14 @@ def fit_to_inputs(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Match the sample to the model's declared inputs by name, check shapes, cast safely.
 
-    Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused).
+    Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused). Separate
+    runs (``Runs``) are fitted one by one and come back stacked.
     """
+    if isinstance(sample, Runs):
+        fitted = [
+            fit_to_inputs(by_position(part, [s.name for s in inputs]), inputs, cast_ok) for part in sample.split()
+        ]
+        return stacked([feeds for feeds, _ in fitted], "input"), fitted[0][1]
     sample = by_position(sample, [spec.name for spec in inputs])
     if isinstance(sample, Table) and sample.columns and len(inputs) > 1:  # one input per column: by name
         sample = {name: sample[""][:, i : i + 1] for i, name in enumerate(sample.columns)}

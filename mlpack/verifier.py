@@ -186,7 +186,7 @@ def _replay(package: Package, settings: SessionSettings) -> tuple[dict[str, Any]
     session = reference.open_session(root / manifest.model.file, settings)
     feeds = load_npz(root / manifest.reference.inputs)
     expected = load_npz(root / manifest.reference.outputs)
-    return expected, reference.run(session, feeds, manifest.reference.row_batches)
+    return expected, reference.run(session, feeds, manifest.reference.row_batches, manifest.reference.runs)
 
 
 def override_tolerances(

@@ -71,8 +71,9 @@ def test_a_zoo_folder_with_unnamed_tensors_builds_and_its_outputs_are_checked(
     assert not (tmp_path / "dist2").exists() or not any((tmp_path / "dist2").iterdir())
 
 
-def test_several_sets_with_named_tensors_run_each_at_a_fixed_batch(tmp_path: Path) -> None:
-    """A model zoo's fixed batch of 1 with three test_data_set folders: three golden runs of one row each."""
+def test_several_sets_are_separate_golden_runs(tmp_path: Path) -> None:
+    """A model zoo's fixed batch of 1 with three test_data_set folders: three golden runs, each replayed on
+    its own and checked against its own output_K.pb."""
     rng = np.random.default_rng(1)
     sets = []
     for k in range(3):
@@ -84,16 +85,56 @@ def test_several_sets_with_named_tensors_run_each_at_a_fixed_batch(tmp_path: Pat
         sets.append((a, b, y))
     package = mlpack.build(model(1), sample=tmp_path / "zoo", expected=tmp_path / "zoo", name="zoo",
                            out=tmp_path / "dist", resolve=False, timings=False)  # fmt: skip
-    assert package.manifest.reference.rows == 3 and package.manifest.reference.row_batches
+    reference = package.manifest.reference
+    assert (reference.runs, reference.rows, reference.row_batches) == (3, 1, False)
     assert mlpack.verify(package.path).verdict == "identical"
     golden = np.load(package.path / "reference" / "outputs.npz")["y"]
-    np.testing.assert_array_equal(golden, np.concatenate([y for _, _, y in sets]))
+    assert golden.shape == (3, 1, 3)
+    for k, (_, _, y) in enumerate(sets):
+        np.testing.assert_array_equal(golden[k], y)
+    # a wrong expected output in the second set only is found in that run
+    write_set(tmp_path / "bad/test_data_set_0", [("a", sets[0][0]), ("b", sets[0][1])], [("y", sets[0][2])])
+    write_set(tmp_path / "bad/test_data_set_1", [("a", sets[1][0]), ("b", sets[1][1])], [("y", sets[1][2] + 1)])
+    with pytest.raises(ParityError, match=r"y: 3 of 6"):
+        mlpack.build(model(1), sample=tmp_path / "bad", expected=tmp_path / "bad", name="bad",
+                     out=tmp_path / "dist2", resolve=False, timings=False)  # fmt: skip
+
+
+def test_runs_of_scalars_and_of_a_model_without_batch_axis(tmp_path: Path) -> None:
+    """Sets whose tensors cannot be joined along a batch axis (0-d scalars) still make separate runs."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["s", "v"], ["y"])], "scalar",
+        [helper.make_tensor_value_info("s", T.FLOAT, []), helper.make_tensor_value_info("v", T.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [4])],
+    )  # fmt: skip
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    for k, s in enumerate((0.5, 2.0)):
+        v = np.arange(4, dtype=np.float32) + k
+        write_set(tmp_path / f"sets/test_data_set_{k}", [("s", np.array(s, np.float32)), ("v", v)],
+                  [("y", (s * v).astype(np.float32))])  # fmt: skip
+    package = mlpack.build(onnx_model, sample=tmp_path / "sets", expected=tmp_path / "sets", name="sc",
+                           out=tmp_path / "dist", resolve=False)  # fmt: skip
+    assert package.manifest.reference.runs == 2
+    assert "onnxruntime_ms" in package.manifest.performance["sample"]  # timed on the first run's shapes
+    report = mlpack.verify(package.path)
+    assert report.verdict == "identical" and report.outputs[0].shape == (2, 4)
+
+
+def test_sets_that_differ_in_batch_are_joined_into_one_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for k, rows in enumerate((2, 5)):
+        a, b = rng.normal(size=(rows, 3)).astype(np.float32), rng.normal(size=(rows, 3)).astype(np.float32)
+        write_set(tmp_path / f"sets/test_data_set_{k}", [("a", a), ("b", b)], [])
+    package = mlpack.build(model(), sample=tmp_path / "sets", name="j", out=tmp_path / "dist", resolve=False,
+                           timings=False)  # fmt: skip
+    assert (package.manifest.reference.runs, package.manifest.reference.rows) == (1, 7)
+    assert mlpack.verify(package.path).verdict == "identical"
 
 
 def test_sets_that_cannot_be_joined_and_odd_files_are_refused(tmp_path: Path) -> None:
     write_set(tmp_path / "odd/test_data_set_0", [("a", np.ones((2, 3), np.float32))], [])
     write_set(tmp_path / "odd/test_data_set_1", [("a", np.ones((2, 4), np.float32))], [])
-    with pytest.raises(UsageError, match=r"only sets that differ in their leading \(batch\) axis can be joined"):
+    with pytest.raises(UsageError, match=r"sets that differ only in their leading \(batch\) axis are joined"):
         mlpack.build(model(), sample=tmp_path / "odd", out=tmp_path / "dist", resolve=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match=r"holds no input_K\.pb files"):
