@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # What a serving machine needs to load, verify and serve a package; never a training framework.
-RUNTIME_PACKAGES = ("onnxruntime", "numpy", "packaging", "typer", "threadpoolctl")
+RUNTIME_PACKAGES = ("onnxruntime", "numpy", "ml_dtypes", "packaging", "typer", "threadpoolctl")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import ml_dtypes
 import numpy as np
 
 from mlpack.errors import UsageError
+
+try:
+    import ml_dtypes
+
+    BFLOAT16: np.dtype[Any] | None = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # an environment locked before mlpack needed it: only bfloat16 models are refused
+    BFLOAT16 = None
 
 if TYPE_CHECKING:
     from mlpack.manifest import TensorSpec
@@ -32,7 +38,7 @@ TYPES = (
     TensorType("tensor(float)", np.float32, "FP32", "TYPE_FP32"),
     TensorType("tensor(double)", np.float64, "FP64", "TYPE_FP64"),
     TensorType("tensor(float16)", np.float16, "FP16", "TYPE_FP16"),
-    TensorType("tensor(bfloat16)", ml_dtypes.bfloat16, None, "TYPE_BF16"),
+    TensorType("tensor(bfloat16)", BFLOAT16, None, "TYPE_BF16"),
     TensorType("tensor(bool)", np.bool_, "BOOL", "TYPE_BOOL"),
     TensorType("tensor(string)", np.str_, "BYTES", "TYPE_STRING"),
     *(TensorType(f"tensor(int{b})", getattr(np, f"int{b}"), f"INT{b}", f"TYPE_INT{b}") for b in (8, 16, 32, 64)),
@@ -43,7 +49,6 @@ TYPES = (
 )
 BY_ONNX = {t.onnx: t for t in TYPES}
 BY_V2 = {t.v2: t for t in TYPES if t.v2}
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 LABEL_TYPES = frozenset({"tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(bool)"})
 
 
@@ -57,7 +62,10 @@ def tensor_type(onnx_type: str, name: str = "") -> TensorType:
 
 
 def numpy_dtype(onnx_type: str, name: str = "") -> np.dtype[Any]:
-    return np.dtype(tensor_type(onnx_type, name).numpy)  # type: ignore[no-any-return]  # numpy stubs type dtype(Any) as Any
+    row = tensor_type(onnx_type, name)
+    if row.numpy is None:
+        raise UsageError(f"numpy has no type for {onnx_type} ({name or 'a tensor'}): install ml_dtypes.")
+    return np.dtype(row.numpy)  # type: ignore[no-any-return]  # numpy stubs type dtype(Any) as Any
 
 
 def is_float(dtype: np.dtype[Any]) -> bool:
@@ -67,7 +75,12 @@ def is_float(dtype: np.dtype[Any]) -> bool:
 
 def bfloat16_restored(array: np.ndarray) -> np.ndarray:
     """numpy writes ml_dtypes' bfloat16 to .npy as raw 2-byte void ("|V2"): read such an array as bfloat16."""
-    if array.dtype.kind == "V" and array.dtype.names is None and array.dtype.itemsize == 2:
+    if (
+        BFLOAT16 is not None
+        and array.dtype.kind == "V"
+        and array.dtype.names is None
+        and array.dtype.itemsize == 2
+    ):
         return array.view(BFLOAT16)
     return array
 
