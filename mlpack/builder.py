@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from mlpack.convert import Converted, Converter, ConvertOptions, Trust, default_
 from mlpack.convert import load_model_file as load_family_file
 from mlpack.convert.canonical import canonicalise, serialise, write_model
 from mlpack.convert.onnx_model import load_onnx
-from mlpack.errors import MlpackError, UsageError
+from mlpack.errors import MachineError, MlpackError, RuntimeEnvironmentError, UsageError
 from mlpack.fileio import canonical_json, npz_bytes, sha256_bytes, sha256_file, write_atomic
 from mlpack.manifest import (
     FORMAT,
@@ -105,20 +105,26 @@ def build(
     timings: bool = True,
     project: bool = True,
     progress: Progress | None = None,
+    machines: Sequence[str] | str | None = None,
+    accept_machines: bool = False,
 ) -> Package:
     """Package a trained model with golden outputs, locks and a hardware profile; return the package.
 
     Settings left as None come from ``[tool.mlpack]`` in the nearest pyproject.toml (``project=False``
     ignores it), then from the defaults in ``mlpack.options``. ``onnx`` takes your own ONNX export of a
     native model (path, bytes or ModelProto): mlpack then checks its parity instead of converting.
+    ``machines`` replays the golden inputs on those machine classes (emulated) and records the outcome in
+    the manifest; a class where they do not hold fails the build unless ``accept_machines``.
     """
     opts = options.merge(
         dict(model=model, sample=sample, name=name, version=version, out=out, trust_pickle=trust_pickle,
              tolerances=tolerances, threads=threads, opset=opset, precision=precision, index_url=index_url,
-             lineage=lineage, max_rows=max_rows, dynamic=dynamic_shapes),
+             lineage=lineage, max_rows=max_rows, dynamic=dynamic_shapes,
+             machines=None if machines is None else options.machine_names(machines)),
         project=project,
     )  # fmt: skip
     say = progress or (lambda _step: None)
+    proving = _machines_to_prove(opts.machines)
     source_file = Path(opts.model) if isinstance(opts.model, (str, Path)) else None
     native = load_family_file(source_file, Trust(opts.trust_pickle, trusted_types)) if source_file else opts.model
     package_name = opts.name or (source_file.stem if source_file else type(native).__name__.lower())
@@ -152,7 +158,8 @@ def build(
     if "note" in converted.details:  # also in the manifest's source details
         say(f"note: {converted.details['note']}")
     job = Job(opts, package_name, source_file, native, converter, converted, canonicalise(converted.model),
-              conversion_s, onnx is not None, resolve, timings, accept_parity, say, expected)  # fmt: skip
+              conversion_s, onnx is not None, resolve, timings, accept_parity, say, expected, proving,
+              accept_machines)  # fmt: skip
     with staging(target, force, "another --out or version") as folder:
         _fill(folder, job, arrays)
     return open_package(target)
@@ -176,6 +183,8 @@ class Job:
     accept_parity: bool
     say: Progress
     expected: Any = None  # outputs the user trusts (ONNX models): the parity reference instead of the source
+    machines: tuple[str, ...] = ()  # classes to replay on before the package is published
+    accept_machines: bool = False
 
 
 def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
@@ -237,7 +246,44 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         files=files,
     )  # fmt: skip
     write_atomic(folder / MANIFEST, canonical_json(manifest.to_dict()))
+    if job.machines:  # the package is whole in the staging folder: replay it as each class would
+        say(f"replaying the golden inputs on {', '.join(job.machines)} (emulated)")
+        evidence = _prove(folder, job)
+        write_atomic(folder / MANIFEST, canonical_json(replace(manifest, machines=evidence).to_dict()))
     say("writing the package")
+
+
+def _machines_to_prove(names: Sequence[str]) -> tuple[str, ...]:
+    """The classes a build replays on: the build machine itself is the golden run, so "native" adds nothing;
+    "all" is every class this machine can emulate. A class named that cannot run here is refused now, before
+    any work (exit 4), rather than recorded as unproven."""
+    if not names:
+        return ()
+    from mlpack import machines
+
+    chosen, _ = machines.resolve(list(names))
+    for name in chosen:
+        reason = machines.unavailable(name)
+        if reason:
+            raise RuntimeEnvironmentError(f"The build cannot prove {name}: {reason}")
+    return tuple(name for name in chosen if name != "native")
+
+
+def _prove(folder: Path, job: Job) -> tuple[dict[str, Any], ...]:
+    """Replay the staged package on each class; its evidence for the manifest, or MachineError (exit 1) where
+    the golden outputs do not hold, unless the build accepts that."""
+    from mlpack import machines
+
+    matrix = machines.verify_matrix(folder, job.machines)
+    evidence = tuple(machines.evidence(result, job.accept_machines) for result in matrix.results)
+    broken = [result for result in matrix.results if result.verdict in ("error", "tampered")]
+    if broken:  # could not replay at all: nothing to accept
+        first = broken[0]
+        raise RuntimeEnvironmentError(f"The build could not replay on {first.machine}: {first.message}")
+    failed = [result for result in matrix.results if not result.passed]
+    if failed and not job.accept_machines:
+        raise MachineError(machines.failure_message(failed), list(evidence))
+    return evidence
 
 
 def _convert(

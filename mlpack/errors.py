@@ -51,6 +51,17 @@ class ConversionError(MlpackError):
     exit_code = 1
 
 
+class MachineError(ConversionError):
+    """The golden outputs do not hold on a machine class the build was asked to prove (``--machines``)."""
+
+    def __init__(self, message: str, machines: list[Any]) -> None:
+        super().__init__(message)
+        self.machines = machines
+
+    def details(self) -> dict[str, Any]:
+        return {"machines": self.machines}
+
+
 class ParityError(ConversionError):
     """Conversion changed the outputs beyond tolerance; carries the per-output comparisons."""
 

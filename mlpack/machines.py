@@ -16,12 +16,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mlpack.errors import RuntimeEnvironmentError, UsageError
+from mlpack.errors import MlpackError, RuntimeEnvironmentError, UsageError
 from mlpack.hardware import cpu_features
 
 EMULATOR_PACKAGE = "qemu-user"  # Debian's package for qemu-x86_64 and qemu-aarch64
@@ -56,6 +58,11 @@ CLASSES: dict[str, MachineClass] = {
             "x86-64-v4", "x86_64", None, "AVX-512: Skylake-SP and later Xeons, Zen 4",
             "x86-64-v4 has AVX-512: MLAS and OpenBLAS run AVX-512 kernels", native_feature="AVX512F",
         ),
+        MachineClass(
+            "aarch64", "aarch64", "neoverse-n1", "Arm Neoverse-N1: AWS Graviton2, Ampere Altra",
+            "aarch64 (Neoverse-N1) runs Arm builds of onnxruntime and numpy: MLAS and OpenBLAS run NEON kernels, "
+            "which order and fuse floating-point operations unlike x86's",
+        ),
     )
 }  # fmt: skip
 ORDER = ("identical", "equivalent", "mismatch", "error", "tampered")  # worst last
@@ -72,6 +79,8 @@ class MachineResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     causes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    runtime: str = ""  # for another architecture: which interpreter and wheels ran
+    onnxruntime: str = ""  # the onnxruntime version that ran
 
 
 @dataclass(frozen=True)
@@ -134,12 +143,28 @@ def unavailable(name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Runner:
+    """How to start a Python of the class: the command line up to the interpreter, and its environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+    how: str
+    runtime: str = ""
+
+
 def _command(machine: MachineClass) -> tuple[list[str], str]:
-    """The command prefix that runs this interpreter as a machine of the class, and how it is described."""
+    """The command prefix that runs this interpreter as a machine of the class, and how it is described.
+    Another architecture's class is checked for its tools only here; ``_runner`` prepares its interpreter."""
     if platform.machine() != machine.arch:
-        raise RuntimeEnvironmentError(
-            f"{machine.name} needs an {machine.arch} host to emulate; this is {platform.machine()}."
-        )
+        if machine.qemu_cpu is None or platform.machine() != "x86_64":
+            raise RuntimeEnvironmentError(
+                f"{machine.name} needs an {machine.arch} host to emulate; this is {platform.machine()}."
+            )
+        from mlpack import foreign
+
+        foreign.check_tools(machine.arch)
+        return [], f"qemu-{machine.arch} -cpu {machine.qemu_cpu}"
     if machine.qemu_cpu is None:
         if machine.native_feature and machine.native_feature in cpu_features():
             return [], "native (this CPU is of the class)"
@@ -156,6 +181,28 @@ def _command(machine: MachineClass) -> tuple[list[str], str]:
     return [emulator, "-cpu", machine.qemu_cpu], f"qemu-{machine.arch} -cpu {machine.qemu_cpu}"
 
 
+def _runner(machine: MachineClass, package: Path) -> Runner:
+    """This interpreter under the emulator; for another architecture, that architecture's CPython from a
+    Debian sysroot with the package's runtime wheels for it (prepared once, cached), and this mlpack."""
+    prefix, how = _command(machine)
+    if platform.machine() == machine.arch:
+        return Runner([*prefix, sys.executable], {}, how)
+    from mlpack import foreign
+    from mlpack.package import RUNTIME_LOCK
+
+    root = foreign.sysroot(machine.arch)
+    lock = package / RUNTIME_LOCK
+    fallback = [f"{name}=={version(name)}" for name in ("onnxruntime", "numpy", "ml_dtypes")]
+    site = foreign.site(machine.arch, lock if lock.is_file() else None, fallback)
+    wheels = "the runtime lock's wheels" if lock.is_file() else "this machine's onnxruntime, numpy, ml_dtypes pins"
+    argv = [shutil.which(f"qemu-{machine.arch}") or f"qemu-{machine.arch}", "-cpu", str(machine.qemu_cpu),
+            "-L", str(root), str(foreign.interpreter(root))]  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(foreign.mlpack_path())]), "PYTHONNOUSERSITE": "1",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    suite = foreign.DEBIAN_SUITES[foreign.python_version()]
+    return Runner(argv, env, how, f"Debian {suite}'s CPython for {machine.arch} with {wheels}")
+
+
 def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int | None = None) -> MachineResult:
     """Verify the package as a machine of class ``name`` would: this interpreter under the emulator, running
     ``mlpack verify --json``. A class that cannot run here is an "error" row saying why."""
@@ -166,34 +213,38 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
         report = verify(path, strict=strict, threads=threads)
         return MachineResult("native", "native", report.verdict, report.passed, report.exit_code, report.message,
                              [c.to_dict() for c in report.outputs], report.causes,
-                             time.perf_counter() - started)  # fmt: skip
+                             time.perf_counter() - started, onnxruntime=version("onnxruntime"))  # fmt: skip
     machine = CLASSES[name]
     try:
-        prefix, how = _command(machine)
-    except RuntimeEnvironmentError as exc:
-        return MachineResult(name, "-", "error", False, exc.exit_code, exc.message)
-    argv = [*prefix, sys.executable, "-m", "mlpack", "verify", str(path), "--json",
+        runner = _runner(machine, Path(path))
+    except MlpackError as exc:  # no emulator, no sysroot, no wheel for the class: a row saying why
+        return MachineResult(name, "-", "error", False, 4, exc.message, seconds=time.perf_counter() - started)
+    how = runner.how
+    argv = [*runner.argv, "-m", "mlpack.machines", str(path),
             *(["--strict"] if strict else []), *(["--threads", str(threads)] if threads else [])]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **runner.env}
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     except subprocess.TimeoutExpired:
-        return MachineResult(name, how, "error", False, 4, f"verify under {how} did not finish in 15 minutes.")
+        return MachineResult(name, how, "error", False, 4, f"verify under {how} did not finish in 15 minutes.",
+                             runtime=runner.runtime)  # fmt: skip
     try:
         report = json.loads(done.stdout)
     except json.JSONDecodeError:  # died before it could answer (an illegal instruction, say)
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
         return MachineResult(name, how, "error", False, 4, f"verify under {how} failed: {last}",
-                             seconds=time.perf_counter() - started)  # fmt: skip
+                             seconds=time.perf_counter() - started, runtime=runner.runtime)  # fmt: skip
     if "verdict" not in report:  # refused before judging: {"error": sentence, "exit_code": n}
-        return MachineResult(name, how, "error", False, int(report.get("exit_code", 4)), str(report.get("error")))
+        return MachineResult(name, how, "error", False, int(report.get("exit_code", 4)), str(report.get("error")),
+                             seconds=time.perf_counter() - started, runtime=runner.runtime)  # fmt: skip
     verdict = report["verdict"]
     causes = list(report.get("causes", []))
     if verdict not in ("identical", "tampered"):
         # under emulation /proc/cpuinfo still shows the host: the class itself is the difference that matters
         causes = [machine.kernels, *(c for c in causes if not c.startswith("no difference"))]
     return MachineResult(name, how, verdict, bool(report["passed"]), int(report["exit_code"]), str(report["message"]),
-                         list(report.get("outputs", [])), causes, time.perf_counter() - started)  # fmt: skip
+                         list(report.get("outputs", [])), causes, time.perf_counter() - started,
+                         runner.runtime, str(report.get("onnxruntime", "")))  # fmt: skip
 
 
 def verify_matrix(
@@ -205,9 +256,79 @@ def verify_matrix(
 
     package = open_package(path)  # a path that is no package is refused once, not per machine
     chosen, left_out = resolve(machines)
-    results = []
-    for name in chosen:
-        if progress:
-            progress(f"verifying on {name}")
-        results.append(verify_on(package.path, name, strict=strict, threads=threads))
+    if progress:
+        progress(f"verifying on {', '.join(chosen)}")
+    # each class is its own process (an emulator, mostly single-threaded): as many at once as there are cores
+    with ThreadPoolExecutor(max_workers=max(1, min(len(chosen), os.cpu_count() or 1))) as pool:
+        results = list(
+            pool.map(lambda name: verify_on(package.path, name, strict=strict, threads=threads), chosen)
+        )
     return Matrix(str(package.path), results, strict, left_out)
+
+
+EVIDENCE_FIGURES = ("name", "identical", "passed", "max_abs", "max_rel", "max_ulp", "identical_elements", "total")
+
+
+def evidence(result: MachineResult, accepted: bool = False) -> dict[str, Any]:
+    """What a build records of one class's replay: enough to say later whether a real machine of the class
+    gives what the emulated one gave."""
+    return {
+        "machine": result.machine, "emulator": result.how, "runtime": result.runtime,
+        "onnxruntime": result.onnxruntime, "verdict": result.verdict, "passed": result.passed,
+        "accepted": accepted and not result.passed,
+        "outputs": [{key: out.get(key) for key in EVIDENCE_FIGURES} for out in result.outputs],
+    }  # fmt: skip
+
+
+def against_evidence(
+    recorded: Sequence[Mapping[str, Any]], here: str, verdict: str, outputs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """This machine's outcome against what the build proved for its class (``build --machines``), or {} when
+    the build recorded nothing for it. The same bits give the same figures, so the figures are compared. Pure."""
+    entry = next((e for e in recorded if e.get("machine") == here), None)
+    if entry is None:
+        return {}
+    figures = ("name", "identical", "identical_elements", "max_ulp")
+    same = verdict == entry.get("verdict") and [[o.get(k) for k in figures] for o in outputs] == [
+        [o.get(k) for k in figures] for o in entry.get("outputs", [])
+    ]
+    built = f"{entry.get('verdict')} under {entry.get('emulator')} at build"
+    return {
+        "machine": here, "at_build": entry.get("verdict"), "here": verdict, "matches": same,
+        "emulator": entry.get("emulator"),
+        "message": f"{here}: {built}; here {verdict}, "
+        + ("the same figures: this machine gives what was proven" if same else "other figures than were proven"),
+    }  # fmt: skip
+
+
+def failure_message(failed: Sequence[MachineResult]) -> str:
+    parts = []
+    for result in failed:
+        outside = [f"{o['name']}: {o.get('outside', '?')} of {o['total']} outside tolerance, max abs "
+                   f"{float(o['max_abs']):.3g}" for o in result.outputs if not o.get("passed")]  # fmt: skip
+        parts.append(f"{result.machine} ({'; '.join(outside) or result.message})")
+    return (
+        f"The golden outputs do not hold on {', '.join(parts)}: loosen the tolerances if the difference is "
+        "acceptable, or pass --accept-machines to package it anyway, and the manifest will say so."
+    )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m mlpack.machines PKG [--strict] [--threads N]``: what an emulated machine runs. verify's
+    JSON on stdout, with nothing imported but the verifier, numpy and onnxruntime: another architecture's
+    interpreter carries only the runtime's wheels and this mlpack."""
+    from mlpack.verifier import verify
+
+    strict = "--strict" in argv
+    threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else None
+    try:
+        report = verify(argv[0], strict=strict, threads=threads)
+    except MlpackError as exc:
+        print(json.dumps({"error": exc.message, "exit_code": exc.exit_code}))
+        return exc.exit_code
+    print(json.dumps({**report.to_dict(), "onnxruntime": version("onnxruntime")}))
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

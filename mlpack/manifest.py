@@ -153,6 +153,7 @@ class Manifest:
     environment: Environment = field(default_factory=Environment)
     hardware: HardwareSummary = field(default_factory=HardwareSummary)
     lineage: JSONDict = field(default_factory=dict)
+    machines: tuple[JSONDict, ...] = ()  # evidence from build --machines: the golden replay on each class
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "mlpack.json") -> Manifest:
@@ -331,6 +332,8 @@ def to_json(value: Any) -> Any:
             del data["kind"]  # inputs carry no kind
         if isinstance(value, ReferenceInfo) and value.runs == 1:
             del data["runs"]  # one golden run: written as before runs existed
+        if isinstance(value, Manifest) and not value.machines:
+            del data["machines"]  # no classes proven at build: written as before the field existed
         return data
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}

@@ -67,6 +67,7 @@ class BuildOptions:
     index_url: str | None = None
     trust_pickle: bool = False
     dynamic: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # input -> {axis: dimension name}
+    machines: tuple[str, ...] = ()  # machine classes to replay on at build, recorded as evidence
 
     def validate(self) -> BuildOptions:
         if self.model is None or self.sample is None:
@@ -79,7 +80,22 @@ class BuildOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
         _check_tolerances(self.tolerances)
-        return replace(self, dynamic=dynamic_axes(self.dynamic))
+        return replace(self, dynamic=dynamic_axes(self.dynamic), machines=machine_names(self.machines))
+
+
+def machine_names(given: Any) -> tuple[str, ...]:
+    """Machine classes as a tuple of names, each known (one sentence listing the valid ones otherwise); a
+    comma-separated string is split, so that --machines x86-64-v2,aarch64 works as the list does."""
+    if isinstance(given, str):
+        given = [given]
+    if not isinstance(given, (list, tuple)) or not all(isinstance(name, str) for name in given):
+        raise UsageError(f"Machine classes are names such as ['x86-64-v2', 'aarch64'], not {given!r}.")
+    names = tuple(part.strip() for name in given for part in name.split(",") if part.strip())
+    if names:
+        from mlpack.machines import resolve
+
+        resolve([name for name in names if name != "all"])  # unknown names are refused here, before any work
+    return names
 
 
 def dynamic_axes(given: Any) -> dict[str, dict[int, str]]:
@@ -156,7 +172,7 @@ def _check_tolerances(tolerances: Any) -> None:
 FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "model": str, "sample": str, "name": str, "version": str, "out": str, "trust-pickle": bool,
     "threads": int, "opset": int, "index-url": str, "tolerances": (dict, float, int), "lineage": dict,
-    "max-rows": int, "precision": str,
+    "max-rows": int, "precision": str, "machines": list,
 }  # fmt: skip
 PATH_KEYS = ("model", "sample", "out")
 

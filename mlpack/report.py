@@ -125,6 +125,8 @@ def render_verify(report: Report) -> str:
     if report.outputs:
         lines.append("  outputs")
         lines += [_output_line(c) for c in report.outputs]
+    if report.proven:
+        lines.append(f"  proven       {report.proven['message']}")
     if report.causes:
         lines.append("  likely causes")
         lines += [f"    - {cause}" for cause in report.causes]
@@ -161,6 +163,7 @@ def render_build(package: Package) -> str:
             f"{source.framework_version if source else ''}), opsets {m.model.opset_imports}",
             f"  parity        {m.parity.status if m.parity else '-'}: {'; '.join(parts)}",
             f"  golden        {_golden(m.reference)}",
+            *([f"  proven on     {_proven_classes(m.machines)}"] if m.machines else []),
             f"  build lock    {build_lock.get('packages')} packages, {build_lock.get('with_artifact_hash')} with "
             "artifact hashes" + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),
             f"  runtime lock  {runtime_text}",
@@ -186,6 +189,7 @@ def render_inspect(info: Inspection) -> str:
         f"  outputs      {_signature(m.model.outputs)}",
         f"  parity       {m.parity.status if m.parity else '-'}",
         f"  reference    {_golden(m.reference)}",
+        *([f"  proven on    {_proven_classes(m.machines)}"] if m.machines else []),
         f"  runtime      onnxruntime {m.runtime.onnxruntime}, {m.runtime.session.intra_op_num_threads} thread(s)",
         f"  hardware     {m.hardware.cpu} ({m.hardware.logical_cores} cores)",
         "  files",
@@ -253,6 +257,7 @@ def render_matrix(matrix: Matrix) -> str:
             )
     for name, reason in matrix.left_out.items():
         lines.append(f"  {name:<12} {'not run here':<30} {'':<11} {reason}")
+    lines += [f"  {r.machine} ran {r.runtime}" for r in matrix.results if r.runtime]
     causes = [(r.machine, cause) for r in matrix.results for cause in r.causes]
     if causes:
         lines.append("  likely causes")
@@ -271,3 +276,14 @@ def _float(value: Any) -> float:
 def _golden(info: ReferenceInfo) -> str:
     rows = f"{info.rows} row{'s' if info.rows != 1 else ''}"
     return f"{info.runs} golden runs of {rows} each" if info.runs > 1 else f"{rows} of golden inputs"
+
+
+def _proven_classes(evidence: Any) -> str:
+    """The classes build --machines replayed on: each one's verdict, the largest ulp, and whether it was accepted."""
+    parts = []
+    for entry in evidence:
+        ulps = [o["max_ulp"] for o in entry.get("outputs", []) if o.get("max_ulp") and not o.get("identical")]
+        figure = f" (max ulp {max(ulps)})" if ulps else ""
+        accepted = ", accepted at build" if entry.get("accepted") else ""
+        parts.append(f"{entry.get('machine')} {entry.get('verdict')}{figure}{accepted}")
+    return ", ".join(parts) + " (emulated)"

@@ -52,6 +52,7 @@ class Report:
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)  # this run's, by output
     judged: str = "replay"  # replay: the golden inputs ran here; saved: outputs from a file were judged
     seconds: float = 0.0
+    proven: dict[str, Any] = field(default_factory=dict)  # this machine's class against build --machines evidence
 
     @property
     def exit_code(self) -> int:
@@ -78,6 +79,7 @@ class Report:
             "causes": self.causes,
             "tolerance_overrides": self.tolerance_overrides,
             "judged": self.judged,
+            "proven": self.proven,
         }
 
 
@@ -276,11 +278,27 @@ def verify(
     if not full and (verdict != "identical" or env_diff["runtime"]):
         full, env_diff = True, _environment_diff(package, True)  # now there is something to explain
     passed = _passes(verdict, strict)
+    proven = _proven(manifest.machines, verdict, outputs)
+    if proven and not proven["matches"]:
+        causes = [
+            *causes,
+            f"this machine ({proven['machine']}) does not give what the build's emulated replay of "
+            "its class gave: the emulation missed something of this machine (its CPU model or library builds)",
+        ]
     return finish(
+        proven=proven,
         verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
         environment=env_diff, build_env_compared=full,
         message=(message or _summary(verdict, passed, outputs, strict)) + _overridden(overrides),
     )  # fmt: skip
+
+
+def _proven(recorded: Any, verdict: str, outputs: list[compare.OutputComparison]) -> dict[str, Any]:
+    if not recorded or verdict in ("error", "tampered"):
+        return {}
+    from mlpack.machines import against_evidence
+
+    return against_evidence(recorded, hardware.level(), verdict, [c.to_dict() for c in outputs])
 
 
 def _opened(

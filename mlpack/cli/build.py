@@ -105,13 +105,27 @@ def build(
     no_timings: Annotated[
         bool, typer.Option("--no-timings", help="Skip measuring onnxruntime vs native speed at build.")
     ] = False,
+    machines: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="CLASS[,CLASS]",
+            help="Replay the golden inputs on these machine classes (x86-64-v2, x86-64-avx, x86-64-v3, aarch64, "
+            "or all; emulated with QEMU) and record each outcome in the manifest; the build fails where the "
+            "outputs do not hold.",
+        ),
+    ] = None,
+    accept_machines: Annotated[
+        bool,
+        typer.Option(help="Package even if the outputs do not hold on a --machines class; the manifest says so."),
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a model to ONNX, record golden outputs, lock the environment, and write a hashed package.
 
     Settings come from the defaults, then [tool.mlpack] in the nearest pyproject.toml, then these flags.
-    Exit codes: 0 built, 1 the conversion does not reproduce the native model, 2 bad input.
+    Exit codes: 0 built, 1 the conversion does not reproduce the native model (or the outputs do not hold
+    on a --machines class), 2 bad input, 4 a --machines class cannot be emulated here.
     """
 
     def action() -> None:
@@ -130,7 +144,7 @@ def build(
             timings=not no_timings, resolve=not no_resolve, index_url=index_url,
             lineage=parse_lineage(lineage) if lineage else None, accept_parity=accept_parity,
             dynamic_shapes=parse_dynamic(dynamic) if dynamic else None, expected=expected,
-            progress=progress_printer(quiet, as_json),
+            progress=progress_printer(quiet, as_json), machines=machines, accept_machines=accept_machines,
         )  # fmt: skip
         emit(
             {"package": str(package.path), "digest": package.digest, "manifest": package.manifest.to_dict()},

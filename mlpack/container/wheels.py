@@ -26,9 +26,15 @@ from mlpack.errors import EngineError
 from mlpack.options import cache_dir
 
 PYTHON_VERSION = "3.11"  # the base image's CPython (Debian bookworm); the wheelhouse is fetched for it
-MANYLINUX = [f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)] + [
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
-]  # fmt: skip
+
+
+def manylinux(arch: str) -> list[str]:
+    """The manylinux platform tags pip may take for a glibc 2.36 machine (Debian bookworm) of ``arch``."""
+    legacy = ["manylinux2014", "manylinux2010", "manylinux1"] if arch == "x86_64" else ["manylinux2014"]
+    return [f"manylinux_2_{minor}_{arch}" for minor in range(36, 16, -1)] + [f"{tag}_{arch}" for tag in legacy]
+
+
+MANYLINUX = manylinux("x86_64")
 # written by the installer, not shipped in the wheel; RECORD is written anew for the wheel's own files
 INSTALLER_FILES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: no clock in the wheel's bytes
