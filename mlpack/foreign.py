@@ -40,6 +40,18 @@ CPU revision\t: 1
 """
 
 
+def describe_cpu(root: Path, arch: str) -> None:
+    """/proc/cpuinfo and the CPU lists of /sys for one emulated core, under ``root`` (found first under -L)."""
+    if arch != "aarch64":
+        return
+    (root / "proc").mkdir(exist_ok=True)
+    (root / "proc" / "cpuinfo").write_text(NEOVERSE_N1_CPUINFO)
+    cpus = root / "sys" / "devices" / "system" / "cpu"
+    cpus.mkdir(parents=True, exist_ok=True)
+    for name in ("possible", "present", "online"):
+        (cpus / name).write_text("0\n")
+
+
 def python_version() -> tuple[int, int]:
     return sys.version_info[0], sys.version_info[1]
 
@@ -91,12 +103,7 @@ def sysroot(arch: str) -> Path:
         if done.returncode != 0 or not interpreter(target).is_file():
             tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
             raise RuntimeEnvironmentError(f"Unpacking an {arch} CPython with mmdebstrap failed: {tail}")
-        (target / "proc").mkdir(exist_ok=True)
-        (target / "proc" / "cpuinfo").write_text(NEOVERSE_N1_CPUINFO)
-        cpus = target / "sys" / "devices" / "system" / "cpu"
-        cpus.mkdir(parents=True, exist_ok=True)
-        for name in ("possible", "present", "online"):
-            (cpus / name).write_text("0\n")
+        describe_cpu(target, arch)
         for moved in target.iterdir():
             moved.rename(folder / moved.name)
         target.rmdir()

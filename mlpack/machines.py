@@ -81,6 +81,7 @@ class MachineResult:
     seconds: float = 0.0
     runtime: str = ""  # for another architecture: which interpreter and wheels ran
     onnxruntime: str = ""  # the onnxruntime version that ran
+    proven: dict[str, Any] = field(default_factory=dict)  # against what build --machines recorded for the class
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
         causes = [machine.kernels, *(c for c in causes if not c.startswith("no difference"))]
     return MachineResult(name, how, verdict, bool(report["passed"]), int(report["exit_code"]), str(report["message"]),
                          list(report.get("outputs", [])), causes, time.perf_counter() - started,
-                         runner.runtime, str(report.get("onnxruntime", "")))  # fmt: skip
+                         runner.runtime, str(report.get("onnxruntime", "")), dict(report.get("proven") or {}))  # fmt: skip
 
 
 def verify_matrix(

@@ -105,6 +105,22 @@ def base_tarball(cache: Path) -> Path:
     return tarball
 
 
+def arm64_base_tarball(cache: Path) -> Path:
+    """A bookworm arm64 rootfs holding CPython and the C libraries wheels link against, unpacked (not
+    installed: nothing runs under emulation) with mmdebstrap --variant=extract, and cached."""
+    tarball = cache / f"bookworm-arm64-python3-{EPOCH}.tar"
+    if not tarball.is_file():
+        _require("mmdebstrap")
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_suffix(".partial.tar")
+        packages = "python3-minimal,python3.11-minimal,libpython3.11-stdlib,libstdc++6,libgcc-s1"
+        subprocess.run(["mmdebstrap", "--quiet", "--variant=extract", "--arch=arm64", f"--include={packages}",
+                        "bookworm", str(partial)], check=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH},
+                       timeout=900)  # fmt: skip
+        partial.rename(tarball)
+    return tarball
+
+
 def leftovers(tmp: Path) -> list[str]:
     """mlpack's temporary folders (build contexts, OCI work folders) still in TMPDIR."""
     return sorted(path.name for path in tmp.glob("mlpack-*"))

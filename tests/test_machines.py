@@ -117,3 +117,107 @@ def test_a_field_the_build_did_not_record_is_not_a_difference() -> None:
     assert [c["field"] for c in diff(built, here)] == ["gpus"]  # a section new here is still shown
     here["cpu"] = {**here["cpu"], "arch": "aarch64"}
     assert [c["field"] for c in diff(built, here)] == ["cpu.arch", "gpus"]
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, np.ndarray, Path]:
+    """A small torch MLP, packaged with its replay as x86-64-v2 recorded as evidence."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 256),
+        torch.nn.Tanh(),
+        torch.nn.Linear(256, 256),
+        torch.nn.Tanh(),
+        torch.nn.Linear(256, 8),
+    ).eval()
+    sample = np.random.default_rng(1).normal(size=(128, 64)).astype(np.float32)
+    out = tmp_path_factory.mktemp("mlp")
+    package = mlpack.build(model, sample=sample, name="mlp", out=out, resolve=False, timings=False,
+                           machines=["x86-64-v2"])  # fmt: skip
+    return model, sample, package.path
+
+
+def test_a_build_records_what_each_class_gave_and_verify_compares_with_it(
+    mlp: tuple[Any, np.ndarray, Path], cli: CliRunner
+) -> None:
+    import torch
+
+    model, sample, path = mlp
+    manifest = mlpack.open_package(path).manifest
+    (evidence,) = manifest.machines
+    assert evidence["machine"] == "x86-64-v2" and evidence["emulator"] == "qemu-x86_64 -cpu Nehalem"
+    assert evidence["onnxruntime"] and evidence["passed"] and not evidence["accepted"]
+    # the package answers as the native model does, here
+    with torch.no_grad():
+        native = model(torch.from_numpy(sample[:16])).numpy()
+    np.testing.assert_allclose(mlpack.load(path).predict(sample[:16])[manifest.model.outputs[0].name], native,
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    matrix = verify_matrix(path, ["native", "x86-64-v2"])
+    native_row, older = matrix.results
+    assert native_row.verdict == "identical"
+    if "AVX2" in cpu_features():  # built with AVX2/FMA kernels: an SSE machine sums otherwise
+        assert evidence["verdict"] == "equivalent" and not evidence["outputs"][0]["identical"]
+        assert older.verdict == "equivalent" and older.causes[0] == CLASSES["x86-64-v2"].kernels
+    # the emulated x86-64-v2 verify finds its class in the evidence, and gives the same figures
+    assert older.proven["machine"] == "x86-64-v2" and older.proven["matches"], older.proven
+    assert "proven on    x86-64-v2 " in cli("inspect", path).stdout
+
+
+def test_outputs_that_do_not_hold_on_a_class_fail_the_build_unless_accepted(tmp_path: Path) -> None:
+    if "AVX2" not in cpu_features():
+        return  # the golden outputs come from SSE kernels here, as x86-64-v2's do: nothing moves
+    from mlpack.errors import MachineError
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["N", 128])], [helper.make_tensor_value_info("y", T.FLOAT, ["N", 128])],
+        [numpy_helper.from_array(rng.normal(size=(128, 128)).astype(np.float32), "W")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sample = {"x": rng.normal(size=(32, 128)).astype(np.float32)}
+    tight = {"value": {"atol": 0.0, "rtol": 0.0}}
+    with pytest.raises(MachineError) as refused:
+        mlpack.build(model, sample=sample, name="t", out=tmp_path / "a", resolve=False, timings=False,
+                     tolerances=tight, machines="x86-64-v2")  # fmt: skip
+    assert refused.value.exit_code == 1 and "do not hold on x86-64-v2 (y: " in refused.value.message
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    package = mlpack.build(model, sample=sample, name="t", out=tmp_path / "b", resolve=False, timings=False,
+                           tolerances=tight, machines="x86-64-v2", accept_machines=True)  # fmt: skip
+    (evidence,) = package.manifest.machines
+    assert evidence["verdict"] == "mismatch" and evidence["accepted"] and not evidence["passed"]
+    again = verify_matrix(package.path, ["x86-64-v2"])
+    assert again.verdict == "mismatch" and again.exit_code == 1 and again.results[0].proven["matches"]
+
+
+def test_a_class_the_build_cannot_run_is_refused_before_any_work(tmp_path: Path) -> None:
+    from mlpack.errors import MlpackError
+
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "r",
+                          [helper.make_tensor_value_info("x", T.FLOAT, ["N", 2])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, ["N", 2])]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    with pytest.raises(MlpackError) as unknown:
+        mlpack.build(model, sample=np.ones((2, 2), np.float32), out=tmp_path, resolve=False, machines=["pentium"])
+    assert unknown.value.exit_code == 2 and "choose from native, x86-64-v2" in unknown.value.message
+    if "AVX512F" not in cpu_features():
+        with pytest.raises(MlpackError) as cannot:
+            mlpack.build(model, sample=np.ones((2, 2), np.float32), out=tmp_path, resolve=False,
+                         machines=["x86-64-v4"])  # fmt: skip
+        assert cannot.value.exit_code == 4 and "The build cannot prove x86-64-v4" in cannot.value.message
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_scikit_learn_package_replays_on_aarch64_from_its_runtime_lock(built: Path) -> None:
+    """Another architecture: Debian's CPython for arm64 under qemu-aarch64, with the runtime lock's aarch64
+    wheels, installed by hash."""
+    (result,) = verify_matrix(built, ["aarch64"]).results
+    assert result.how == "qemu-aarch64 -cpu neoverse-n1", result.message
+    assert "CPython for aarch64 with the runtime lock's wheels" in result.runtime
+    assert result.verdict in ("identical", "equivalent") and result.passed, result.message
+    assert {o["name"] for o in result.outputs} == {"label", "probabilities"}
+    assert result.onnxruntime == mlpack.open_package(built).manifest.runtime.onnxruntime

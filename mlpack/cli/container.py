@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,8 +23,29 @@ def containerize(
         str | None, typer.Option(help="Release tag. [default: mlpack/NAME:VERSION]", show_default=False)
     ] = None,
     base: Annotated[
-        str, typer.Option(help="Base image with CPython 3.11 (its digest is recorded).")
-    ] = DEFAULT_BASE_IMAGE,
+        list[str] | None,
+        typer.Option(
+            help="Base image with CPython 3.11 (its digest is recorded); with --engine oci, PLATFORM=BASE gives one "
+            f"platform its own (repeatable). [default: {DEFAULT_BASE_IMAGE}]",
+            show_default=False,
+        ),
+    ] = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--engine oci: linux/amd64 and/or linux/arm64 (repeatable or comma-separated): one image per "
+            "platform under an image index, each gated inside (arm64 by QEMU). [default: this machine's]",
+            show_default=False,
+        ),
+    ] = None,
+    machines: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="CLASS[,CLASS]",
+            help="--engine oci: also gate the linux/amd64 image as these x86 machine classes (x86-64-v2, "
+            "x86-64-avx, x86-64-v3), emulated.",
+        ),
+    ] = None,
     push: Annotated[bool, typer.Option("--push", help="Push the release tag after the gate passes.")] = False,
     context: Annotated[
         str | None,
@@ -57,19 +78,26 @@ def containerize(
         progress = progress_printer(quiet, as_json)
 
         if engine == "oci":
-            from mlpack.container.oci import write_image
+            from mlpack.container.oci import bases_from, platforms_from, write_image
+            from mlpack.options import machine_names
 
             if not out or push:
                 raise UsageError("--engine oci writes an OCI layout: give --out DIR (and push it with skopeo).")
-            written = write_image(package, out, base, tag, Path(context) if context else None)
-            emit(written.to_dict(), as_json, lambda: (
-                f"wrote oci:{written.layout}:{written.tag}\n  image digest {written.digest}\n"
-                f"  package {written.package_digest}\n  layers {written.layers}"))  # fmt: skip
+            platforms = platforms_from(platform)
+            written = write_image(package, out, bases_from(base or [DEFAULT_BASE_IMAGE], platforms), tag,
+                                  Path(context) if context else None, platforms,
+                                  list(machine_names(machines or [])), progress)  # fmt: skip
+            emit(written.to_dict(), as_json, lambda: render_oci(written))
             return
         if engine != "docker":
             raise UsageError(f"--engine must be docker or oci, not {engine!r}.")
+        if platform or machines or (base and (len(base) > 1 or "=" in base[0].split(":")[0])):
+            raise UsageError(
+                "--platform, --machines and per-platform --base are for --engine oci; the docker engine builds "
+                "and gates one image for this machine's platform."
+            )
         try:
-            result = build_image(package, tag=tag, base=base, push=push, cache=cache,
+            result = build_image(package, tag=tag, base=base[0] if base else DEFAULT_BASE_IMAGE, push=push, cache=cache,
                                  context_dir=Path(context) if context else None, progress=progress)  # fmt: skip
         except GateFailed as exc:
             if not as_json:
@@ -81,3 +109,16 @@ def containerize(
             + (f"\n  pushed {result.pushed}" if result.pushed else "")))  # fmt: skip
 
     run(as_json, action)
+
+
+def render_oci(written: Any) -> str:
+    lines = [f"wrote oci:{written.layout}:{written.tag}", f"  image digest {written.digest}"]
+    if len(written.platforms) > 1:
+        lines += [f"  {platform:<12} {digest}" for platform, digest in written.platforms.items()]
+    lines += [
+        f"  package {written.package_digest}",
+        f"  layers {written.layers}",
+        "  release gate (mlpack verify inside)",
+    ]
+    lines += [f"    {g['platform']:<12} {g['machine']:<11} {g['verdict']}" for g in written.gate]
+    return "\n".join(lines)

@@ -51,9 +51,9 @@ def intact(package_path: str | Path) -> Package:
     return open_intact(package_path, "rebuild it: a tampered package is never containerized.")
 
 
-def render(package: Package, base: str, folder: Path) -> Context:
-    """Lay out a build context for an intact package in ``folder``; wheels are cached by the runtime lock's
-    hash, so a rebuild fetches nothing."""
+def render(package: Package, base: str, folder: Path, arch: str = "x86_64") -> Context:
+    """Lay out a build context for an intact package in ``folder``, with wheels for ``arch``; wheels are
+    cached by the runtime lock's hash, so a rebuild fetches nothing."""
     lock = package.path / RUNTIME_LOCK
     if not lock.is_file():
         reason = package.manifest.environment.runtime_lock.get("reason", "")
@@ -64,7 +64,8 @@ def render(package: Package, base: str, folder: Path) -> Context:
     shutil.copytree(package.path, folder / "package", dirs_exist_ok=True)
     shutil.copy2(lock, folder / "requirements.lock")
     wheels = folder / "wheels"
-    shutil.copytree(runtime_wheels(lock, package.manifest.files[RUNTIME_LOCK][:16]), wheels, dirs_exist_ok=True)
+    cached = runtime_wheels(lock, package.manifest.files[RUNTIME_LOCK][:16], arch)
+    shutil.copytree(cached, wheels, dirs_exist_ok=True)
     wheel = mlpack_wheel(wheels)
     (folder / "Dockerfile").write_text(dockerfile(package, base, wheel))
     return Context(folder=folder, package=package, mlpack_wheel=wheel)

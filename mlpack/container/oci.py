@@ -5,6 +5,11 @@ base give the same image digest on any machine, in any folder, at any time.
 Bases: ``oci:DIR[:TAG]`` and ``docker-archive:FILE`` (the transports skopeo and Podman name), or a rootfs tar.
 Above the base go two layers: the runtime (wheels of the runtime lock, installed for the image's platform
 with pip --target, --no-index and --require-hashes) and the package under /models/<name>.
+
+Several platforms (linux/amd64, linux/arm64) make one image each, from a base per platform, listed by an
+image index. Before the layout is written, the release gate runs ``mlpack verify`` from every platform's
+unpacked image (``unpacked``): natively for this machine's architecture, under QEMU for the other and for
+each extra x86 machine class asked for. Nothing is written unless every run passes.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from mlpack import __version__, clock
-from mlpack.container import MANYLINUX, PYTHON_VERSION, intact, labels, render
+from mlpack.container import PYTHON_VERSION, intact, labels, render
 from mlpack.container.contract import DIGEST_LABEL, SYSTEM_PYTHON, Contract
-from mlpack.errors import EngineError, UsageError
+from mlpack.container.wheels import manylinux
+from mlpack.errors import EngineError, GateFailed, UsageError
 from mlpack.oci.spec import (
     CREATED,
     IMAGE_CONFIG,
+    IMAGE_INDEX,
     IMAGE_MANIFEST,
     LAYER_GZIP,
     LAYER_TAR,
@@ -41,6 +48,38 @@ from mlpack.oci.spec import (
 )
 
 SITE = "opt/mlpack/site-packages"
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # OCI platform -> machine architecture
+OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def platforms_from(values: list[str] | None) -> list[str]:
+    """--platform values (repeatable, or comma-separated) in order; this machine's platform by default."""
+    import platform as host
+
+    names = [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+    for name in names:
+        if name not in PLATFORMS:
+            raise UsageError(f"Unknown platform {name!r}; choose from {', '.join(PLATFORMS)}.")
+    default = next((p for p, arch in PLATFORMS.items() if arch == host.machine()), "linux/amd64")
+    return list(dict.fromkeys(names)) or [default]
+
+
+def bases_from(values: list[str], platforms: list[str]) -> dict[str, str]:
+    """--base values: PLATFORM=BASE for one platform, or a bare BASE for every platform not named."""
+    named: dict[str, str] = {}
+    shared: str | None = None
+    for value in values:
+        head, sep, rest = value.partition("=")
+        if sep and head in PLATFORMS:
+            named[head] = rest
+        elif sep and head.startswith("linux/"):
+            raise UsageError(f"Unknown platform {head!r} in --base; choose from {', '.join(PLATFORMS)}.")
+        else:
+            shared = value
+    missing = [p for p in platforms if p not in named and shared is None]
+    if missing:
+        raise UsageError(f"No base for {missing[0]}: give --base {missing[0]}=oci:DIR (or a rootfs tar).")
+    return {p: named.get(p) or str(shared) for p in platforms}
 
 
 @dataclass(frozen=True)
@@ -113,10 +152,21 @@ def gzip_bytes(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def _base(base: str, layout: Layout) -> tuple[list[Blob], dict[str, Any]]:
-    """The base's layers (copied into the layout as they are) and its config."""
+def _base(base: str, layout: Layout, arch: str = "x86_64") -> tuple[list[Blob], dict[str, Any]]:
+    """The base's layers (copied into the layout as they are) and its config; refused when it is an image
+    of another architecture than the platform's."""
+    layers, config = _any_base(base, layout, arch)
+    if config.get("architecture", OCI_ARCH[arch]) != OCI_ARCH[arch]:
+        raise EngineError(
+            f"The base {base} is a {config.get('architecture')} image; linux/{OCI_ARCH[arch]} needs a "
+            f"linux/{OCI_ARCH[arch]} base."
+        )
+    return layers, config
+
+
+def _any_base(base: str, layout: Layout, arch: str) -> tuple[list[Blob], dict[str, Any]]:
     if base.startswith("oci:"):
-        return _oci_base(base, layout)
+        return _oci_base(base, layout, arch)
     if base.startswith("docker-archive:"):
         archive = Path(base.split(":", 1)[1])
         if not archive.is_file():
@@ -127,12 +177,12 @@ def _base(base: str, layout: Layout) -> tuple[list[Blob], dict[str, Any]]:
     if not rootfs.is_file():
         raise EngineError(f"The base {base} is missing: give oci:DIR[:TAG], docker-archive:FILE or a rootfs tar.")
     layer = layout.add_file(rootfs, LAYER_TAR)
-    config: dict[str, Any] = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+    config: dict[str, Any] = {"architecture": OCI_ARCH[arch], "os": "linux", "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
                               "rootfs": {"type": "layers", "diff_ids": [layer.digest]}, "history": [{"created_by": f"rootfs {rootfs.name}"}]}  # fmt: skip
     return [layer], config
 
 
-def _oci_base(base: str, layout: Layout) -> tuple[list[Blob], dict[str, Any]]:
+def _oci_base(base: str, layout: Layout, arch: str) -> tuple[list[Blob], dict[str, Any]]:
     folder, _, tag = base.removeprefix("oci:").partition(":")
     root = Path(folder)
     try:
@@ -142,6 +192,15 @@ def _oci_base(base: str, layout: Layout) -> tuple[list[Blob], dict[str, Any]]:
     if len(manifests) != 1:
         raise EngineError(f"The base {base} names {len(manifests)} images; give one tag (oci:DIR:TAG).")
     manifest = json.loads(blob_path(root, manifests[0]["digest"]).read_bytes())
+    if manifest.get("mediaType") == IMAGE_INDEX:  # a multi-platform base: the platform's own image
+        wanted = [
+            m
+            for m in manifest.get("manifests", [])
+            if (m.get("platform") or {}).get("architecture") == OCI_ARCH[arch]
+        ]
+        if not wanted:
+            raise EngineError(f"The base {base} has no linux/{OCI_ARCH[arch]} image.")
+        manifest = json.loads(blob_path(root, wanted[0]["digest"]).read_bytes())
     config = json.loads(blob_path(root, manifest["config"]["digest"]).read_bytes())
     layers = [
         layout.add_file(blob_path(root, layer["digest"]), layer["mediaType"]) for layer in manifest["layers"]
@@ -159,9 +218,9 @@ def _docker_archive(archive: Path, layout: Layout) -> tuple[list[Blob], bytes]:
     return layers, config
 
 
-def _install_runtime(wheels: Path, lock: Path, mlpack_wheel: str, target: Path) -> None:
+def _install_runtime(wheels: Path, lock: Path, mlpack_wheel: str, target: Path, arch: str = "x86_64") -> None:
     """pip installs for the image's platform and Python without running the image: --target, binary only."""
-    platforms = [arg for tag in MANYLINUX for arg in ("--platform", tag)]
+    platforms = [arg for tag in manylinux(arch) for arg in ("--platform", tag)]
     common = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
               "--no-compile", "--only-binary=:all:", *platforms, "--python-version", PYTHON_VERSION,
               "--implementation", "cp", "--target", str(target), "--find-links", str(wheels)]  # fmt: skip
@@ -174,14 +233,18 @@ def _install_runtime(wheels: Path, lock: Path, mlpack_wheel: str, target: Path) 
 
 def _finish(layout: Layout, config: bytes, layers: list[Blob], ref: str, annotations: dict[str, str]) -> Blob:
     """Config, manifest and index.json: the image named ``ref`` in the layout."""
+    manifest_blob = _manifest(layout, config, layers, annotations)
+    write_index(layout.root, manifest_blob.descriptor(), ref)
+    return manifest_blob
+
+
+def _manifest(layout: Layout, config: bytes, layers: list[Blob], annotations: dict[str, str]) -> Blob:
     config_blob = layout.add(config, IMAGE_CONFIG)
     manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": IMAGE_MANIFEST, "config": config_blob.descriptor(),
                                 "layers": [layer.descriptor() for layer in layers]}  # fmt: skip
     if annotations:
         manifest["annotations"] = annotations
-    manifest_blob = layout.add(canonical(manifest), IMAGE_MANIFEST)
-    write_index(layout.root, manifest_blob.descriptor(), ref)
-    return manifest_blob
+    return layout.add(canonical(manifest), IMAGE_MANIFEST)
 
 
 def layout_from_archive(archive: Path, folder: Path, tag: str) -> Path:
@@ -227,43 +290,141 @@ class OciResult:
     tag: str
     digest: str  # the image manifest's digest: the image's identity
     package_digest: str
-    layers: dict[str, int]  # layer role -> compressed size
+    layers: dict[str, int]  # layer role -> compressed size (of the first platform's image)
+    platforms: dict[str, str]  # platform -> its image manifest's digest
+    gate: list[dict[str, Any]]  # per platform and machine class: the verdict of mlpack verify inside
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def write_image(
-    package: str | Path, out: str | Path, base: str, tag: str | None = None, context_dir: Path | None = None
-) -> OciResult:
-    """Write the image as an OCI layout at ``out``; nothing is left there on failure, and nothing in the
-    temporary folder in any case (the rendered context only in ``context_dir``, when it is given)."""
+    package: str | Path, out: str | Path, base: str | dict[str, str], tag: str | None = None,
+    context_dir: Path | None = None, platforms: list[str] | None = None, machines: list[str] | None = None,
+    progress: Any = None,
+) -> OciResult:  # fmt: skip
+    """Write the image (one per platform, under an image index when there are several) as an OCI layout at
+    ``out``, after the gate passed in every one; nothing is left there on failure, and nothing in the
+    temporary folder in any case (the rendered contexts only in ``context_dir``, when it is given).
+    ``machines`` adds x86 machine classes (x86-64-v2, ...) to the gate of the linux/amd64 image."""
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty: give a new folder for the OCI layout.")
+    platforms = platforms or platforms_from(None)
+    bases = base if isinstance(base, dict) else {p: base for p in platforms}
+    classes = _gate_classes(platforms, machines or [])
     checked = intact(package)
+    say = progress or (lambda _step: None)
     work = Path(tempfile.mkdtemp(prefix="mlpack-oci-"))
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
     try:
         layout = Layout(partial)
-        base_layers, base_config = _base(base, layout)
-        context = render(checked, base, context_dir or work / "context")
-        contract = Contract(context.package.name, SYSTEM_PYTHON)
-        _install_runtime(context.folder / "wheels", context.folder / "requirements.lock", context.mlpack_wheel,
-                         work / "runtime")  # fmt: skip
-        runtime_tar = deterministic_tar(work / "runtime", SITE)
-        package_tar = deterministic_tar(context.folder / "package", contract.models.lstrip("/"))
-        runtime = layout.add(gzip_bytes(runtime_tar), LAYER_GZIP)
-        model = layout.add(gzip_bytes(package_tar), LAYER_GZIP)
-        image_labels = labels(context.package)
-        config = image_config(base_config, contract, image_labels, [runtime_tar, package_tar])
-        ref = tag or f"{context.package.name}-{context.package.version}"
-        manifest = _finish(layout, canonical(config), [*base_layers, runtime, model], ref, image_labels)
+        images: dict[str, tuple[Blob, dict[str, int]]] = {}
+        for platform in platforms:
+            arch = PLATFORMS[platform]
+            say(f"writing the {platform} image")
+            images[platform] = _platform_image(
+                checked, layout, bases[platform], arch, work, context_dir, len(platforms)
+            )
+        gate = _gate(layout, checked.name, images, classes, work, say)
+        ref = tag or f"{checked.name}-{checked.version}"
+        first = images[platforms[0]][0]
+        if len(platforms) == 1:
+            write_index(layout.root, first.descriptor(), ref)
+            top = first
+        else:  # an image index: one manifest per platform, the index named by the tag
+            entries = [{**images[p][0].descriptor(), "platform": {"architecture": OCI_ARCH[PLATFORMS[p]], "os": "linux"}}
+                       for p in platforms]  # fmt: skip
+            top = layout.add(canonical({"schemaVersion": 2, "mediaType": IMAGE_INDEX, "manifests": entries}),
+                             IMAGE_INDEX)  # fmt: skip
+            write_index(layout.root, top.descriptor(), ref)
         if target.exists():
             target.rmdir()
         os.replace(partial, target)
-        return OciResult(layout=str(target), tag=ref, digest=manifest.digest, package_digest=context.package.digest,
-                         layers={"runtime": runtime.size, "package": model.size})  # fmt: skip
+        return OciResult(layout=str(target), tag=ref, digest=top.digest, package_digest=checked.digest,
+                         layers=images[platforms[0]][1], platforms={p: images[p][0].digest for p in platforms},
+                         gate=gate)  # fmt: skip
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _platform_image(
+    checked: Any, layout: Layout, base: str, arch: str, work: Path, context_dir: Path | None, count: int
+) -> tuple[Blob, dict[str, int]]:
+    """One platform's image in the layout: its base, the runtime for its architecture, the package."""
+    base_layers, base_config = _base(base, layout, arch)
+    where = (
+        (context_dir / OCI_ARCH[arch] if count > 1 else context_dir) if context_dir else work / f"context-{arch}"
+    )
+    context = render(checked, base, where, arch)
+    contract = Contract(context.package.name, SYSTEM_PYTHON)
+    _install_runtime(context.folder / "wheels", context.folder / "requirements.lock", context.mlpack_wheel,
+                     work / f"runtime-{arch}", arch)  # fmt: skip
+    runtime_tar = deterministic_tar(work / f"runtime-{arch}", SITE)
+    package_tar = deterministic_tar(context.folder / "package", contract.models.lstrip("/"))
+    runtime = layout.add(gzip_bytes(runtime_tar), LAYER_GZIP)
+    model = layout.add(gzip_bytes(package_tar), LAYER_GZIP)
+    image_labels = labels(context.package)
+    config = image_config(base_config, contract, image_labels, [runtime_tar, package_tar])
+    manifest = _manifest(layout, canonical(config), [*base_layers, runtime, model], image_labels)
+    return manifest, {"runtime": runtime.size, "package": model.size}
+
+
+def _gate_classes(platforms: list[str], machines: list[str]) -> list[tuple[str, str, str | None]]:
+    """(platform, class, QEMU CPU model or None for native) for every gate run: each platform as the
+    class its images are for, and linux/amd64 also as each x86 class asked for."""
+    import platform as host
+
+    from mlpack.machines import CLASSES, resolve
+
+    runs: list[tuple[str, str, str | None]] = []
+    for platform in platforms:
+        arch = PLATFORMS[platform]
+        if arch == host.machine():
+            runs.append((platform, "native", None))
+        else:
+            runs.append((platform, "aarch64" if arch == "aarch64" else arch, CLASSES["aarch64"].qemu_cpu
+                         if arch == "aarch64" else "max"))  # fmt: skip
+    chosen, _ = resolve(machines)
+    for name in chosen:
+        if name == "native":
+            continue
+        machine = CLASSES[name]
+        if machine.arch != "x86_64" or "linux/amd64" not in platforms:
+            raise UsageError(f"--machines {name} needs a linux/amd64 image to run in: add --platform linux/amd64.")
+        if machine.qemu_cpu is None:
+            raise UsageError(f"--machines {name}: QEMU cannot emulate it, so the gate cannot run the image as it.")
+        runs.append(("linux/amd64", name, machine.qemu_cpu))
+    return runs
+
+
+def _gate(
+    layout: Layout, name: str, images: dict[str, tuple[Blob, dict[str, int]]],
+    runs: list[tuple[str, str, str | None]], work: Path, say: Any,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """mlpack verify from each platform's unpacked image, as each class; GateFailed unless all pass."""
+    from mlpack.container import unpacked
+
+    results = []
+    roots: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for platform, machine, cpu in runs:
+        if platform not in roots:
+            root = work / f"rootfs-{OCI_ARCH[PLATFORMS[platform]]}"
+            manifest = json.loads(blob_path(layout.root, images[platform][0].digest).read_bytes())
+            unpacked.unpack(layout.root, manifest, root)
+            roots[platform] = root, json.loads(blob_path(layout.root, manifest["config"]["digest"]).read_bytes())
+        root, config = roots[platform]
+        say(f"release gate: mlpack verify inside the {platform} image" + (f" as {machine}" if cpu else ""))
+        report = unpacked.run(root, config, Contract(name, SYSTEM_PYTHON).gate, PLATFORMS[platform], cpu)
+        results.append({"platform": platform, "machine": machine, "verdict": report.get("verdict"),
+                        "passed": bool(report.get("passed")) and report.get("exit_code") == 0,
+                        "message": report.get("message", "")})  # fmt: skip
+        if not results[-1]["passed"]:
+            raise GateFailed(
+                f"The {platform} image does not pass mlpack verify"
+                + (f" as {machine}" if cpu else "")
+                + f" ({report.get('verdict')}): {report.get('message', '')} Nothing was written.",
+                report,
+            )
+    return results

@@ -73,16 +73,16 @@ def cached(folder: Path, fill: Callable[[Path], None]) -> Path:
     return folder
 
 
-def runtime_wheels(lock: Path, key: str) -> Path:
+def runtime_wheels(lock: Path, key: str, arch: str = "x86_64") -> Path:
     """Every pinned, hashed requirement as a wheel for the image's platform and Python; no sdists."""
-    platforms = [arg for tag in MANYLINUX for arg in ("--platform", tag)]
+    platforms = [arg for tag in manylinux(arch) for arg in ("--platform", tag)]
 
     def download(folder: Path) -> None:
         run_pip(["download", "--quiet", "--disable-pip-version-check", "--require-hashes", "--only-binary=:all:",
                  *platforms, "--python-version", PYTHON_VERSION, "--implementation", "cp", "-d", str(folder),
                  "-r", str(lock)], "Downloading the runtime wheels")  # fmt: skip
 
-    return cached(cache_dir("wheels") / key, download)
+    return cached(cache_dir("wheels") / (key if arch == "x86_64" else f"{key}-{arch}"), download)
 
 
 def source_root() -> Path | None:
