@@ -78,6 +78,7 @@ def replay_seconds(package: Path, name: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="timed replays per class and package (median)")
+    parser.add_argument("--cost-only", action="store_true", help="skip the drift table (part 1)")
     args = parser.parse_args()
     from mlpack.machines import resolve, verify_matrix
 
@@ -90,11 +91,12 @@ def main() -> None:
         for make in FAMILIES:
             family = make()
             packages[family.name] = build(family, Path(tmp))
-        print("\n1. drift per family and class (golden outputs from this machine's native run)\n")
-        print(f"| family | {' | '.join(classes)} |")
-        print(f"| --- |{' --- |' * len(classes)}")
-        for family_name, package in packages.items():
-            print(f"| {family_name} | {' | '.join(drift(package, c) for c in classes)} |", flush=True)
+        if not args.cost_only:
+            print("\n1. drift per family and class (golden outputs from this machine's native run)\n")
+            print(f"| family | {' | '.join(classes)} |")
+            print(f"| --- |{' --- |' * len(classes)}")
+            for family_name, package in packages.items():
+                print(f"| {family_name} | {' | '.join(drift(package, c) for c in classes)} |", flush=True)
 
         print("\n2. cost of a replay per class (median wall seconds, interpreter start included)\n")
         ratios: dict[str, float] = {}
