@@ -221,3 +221,17 @@ def test_a_scikit_learn_package_replays_on_aarch64_from_its_runtime_lock(built: 
     assert result.verdict in ("identical", "equivalent") and result.passed, result.message
     assert {o["name"] for o in result.outputs} == {"label", "probabilities"}
     assert result.onnxruntime == mlpack.open_package(built).manifest.runtime.onnxruntime
+
+
+def test_an_outcome_is_compared_with_the_evidence_for_its_class() -> None:
+    from mlpack.machines import against_evidence
+
+    y = {"name": "y", "identical": False, "identical_elements": 90, "max_ulp": 6, "total": 100}
+    recorded = [{"machine": "x86-64-v2", "verdict": "equivalent", "emulator": "qemu-x86_64 -cpu Nehalem",
+                 "outputs": [y]}]  # fmt: skip
+    same = against_evidence(recorded, "x86-64-v2", "equivalent", [y])
+    assert same["matches"] and "this machine gives what was proven" in same["message"]
+    other = against_evidence(recorded, "x86-64-v2", "equivalent", [{**y, "max_ulp": 7}])
+    assert not other["matches"] and "other figures than were proven" in other["message"]
+    assert not against_evidence(recorded, "x86-64-v2", "mismatch", [y])["matches"]
+    assert against_evidence(recorded, "aarch64", "identical", [y]) == {}  # nothing proven for this class

@@ -1,6 +1,7 @@
 """containerize --engine oci --platform: one image per platform under an image index, each gated by running
 mlpack verify from its own unpacked files (arm64 under qemu-aarch64), and nothing written unless every run
-passes. No engine: the layout is checked with skopeo, the gate's verdicts by the JSON result."""
+passes. No engine: the gate's verdicts come from the JSON result, and the pushed index is checked by skopeo
+copying each platform's image back out of a real registry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from container_fixture import arm64_base_tarball, base_tarball, blob, fresh_tmp,
 import mlpack
 from tests.conftest import CliRunner, one_sentence_error
 
+pytestmark = pytest.mark.registry  # the multi-platform push goes to a real registry on loopback
 ELF_MACHINE = {b"\xb7\x00": "aarch64", b"\x3e\x00": "x86_64"}  # e_machine, little-endian
 
 
@@ -32,12 +34,25 @@ def base_args(bases: dict[str, Path]) -> list[str]:
 def test_a_multi_platform_layout_is_gated_in_each_image_and_reproducible(
     built: Path, bases: dict[str, Path], tmp_path: Path, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from registry_fixture import start_registry
+
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     tmp, env = fresh_tmp(tmp_path)
-    args = ["containerize", built, "--engine", "oci", "--platform", "linux/amd64,linux/arm64", *base_args(bases)]
-    first = cli(*args, "--out", tmp_path / "one", "--machines", "x86-64-v2", "--json", env=env)
-    assert first.returncode == 0, first.stderr + first.stdout
-    result = json.loads(first.stdout)
+    with start_registry(tmp_path / "registry") as registry:
+        release = f"{registry.host}/mlpack-test/forest:multi"
+        args = ["containerize", built, "--engine", "oci", "--platform", "linux/amd64,linux/arm64",
+                *base_args(bases), "--tag", release]  # fmt: skip
+        first = cli(*args, "--out", tmp_path / "one", "--machines", "x86-64-v2", "--push", "--json", env=env)
+        assert first.returncode == 0, first.stderr + first.stdout
+        result = json.loads(first.stdout)
+        assert result["pushed"] == f"{release}@{result['digest']}"  # the index, bytes unchanged
+        import subprocess
+
+        for arch in ("amd64", "arm64"):  # skopeo resolves each platform from the pushed index, checking blobs
+            copy = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--override-arch", arch,
+                                   f"docker://{release}", f"dir:{tmp_path / ('pulled-' + arch)}"],
+                                  capture_output=True, text=True)  # fmt: skip
+            assert copy.returncode == 0, copy.stderr
     gate = {(g["platform"], g["machine"]): g for g in result["gate"]}
     assert set(gate) == {("linux/amd64", "native"), ("linux/arm64", "aarch64"), ("linux/amd64", "x86-64-v2")}
     assert all(g["passed"] and g["verdict"] in ("identical", "equivalent") for g in gate.values()), gate
@@ -45,9 +60,7 @@ def test_a_multi_platform_layout_is_gated_in_each_image_and_reproducible(
     # one index naming the image index; an image per platform, of its architecture, with its own wheels
     layout = tmp_path / "one"
     (top,) = json.loads((layout / "index.json").read_text())["manifests"]
-    assert (
-        top["digest"] == result["digest"] and top["annotations"]["org.opencontainers.image.ref.name"] == "forest-1"
-    )
+    assert top["digest"] == result["digest"] and top["annotations"]["org.opencontainers.image.ref.name"] == release
     index = json.loads(blob(layout, top["digest"]))
     arches = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
     assert arches == {"amd64": result["platforms"]["linux/amd64"], "arm64": result["platforms"]["linux/arm64"]}
@@ -56,13 +69,6 @@ def test_a_multi_platform_layout_is_gated_in_each_image_and_reproducible(
         assert json.loads(blob(layout, manifest["config"]["digest"]))["architecture"] == arch
         runtime = _runtime_machines(layout, manifest)
         assert runtime == {"aarch64" if arch == "arm64" else "x86_64"}, (arch, runtime)
-    # skopeo picks each platform from the index and checks every blob on the way
-    import subprocess
-
-    for arch in ("amd64", "arm64"):
-        copy = subprocess.run(["skopeo", "copy", "--override-arch", arch, f"oci:{layout}:forest-1",
-                               f"dir:{tmp_path / arch}"], capture_output=True, text=True)  # fmt: skip
-        assert copy.returncode == 0, copy.stderr
     again = cli(*args, "--out", tmp_path / "two", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["digest"] == result["digest"]
 

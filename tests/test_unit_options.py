@@ -339,3 +339,17 @@ def test_tool_mlpack_applies_to_the_python_api(tmp_path: Path, monkeypatch: pyte
     assert manifest["reference"]["rows"] == 20
     assert manifest["lineage"]["team"] == "risk" and manifest["lineage"]["ticket"] == "R-2"
     assert sorted(os.listdir(project)) == ["packages", "pyproject.toml"]  # nothing else written
+
+
+def test_machine_classes_from_the_file_and_from_flags(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj", 'machines = ["x86-64-v2", "aarch64"]')
+    assert merge(GIVEN, start=project).machines == ("x86-64-v2", "aarch64")
+    assert merge({**GIVEN, "machines": "x86-64-avx,x86-64-v3"}, start=project).machines == (
+        "x86-64-avx",
+        "x86-64-v3",
+    )
+    with pytest.raises(UsageError, match=r"^Unknown machine class 'pentium'; choose from native, x86-64-v2"):
+        merge({**GIVEN, "machines": ["pentium"]}, start=tmp_path)
+    bad = write_project(tmp_path / "bad", 'machines = "x86-64-v2"')
+    with pytest.raises(UsageError, match=r"\[tool.mlpack\] machines in .* must be a list"):
+        merge(GIVEN, start=bad)

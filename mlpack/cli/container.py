@@ -81,12 +81,22 @@ def containerize(
             from mlpack.container.oci import bases_from, platforms_from, write_image
             from mlpack.options import machine_names
 
-            if not out or push:
-                raise UsageError("--engine oci writes an OCI layout: give --out DIR (and push it with skopeo).")
+            if not out:
+                raise UsageError("--engine oci writes an OCI layout: give --out DIR.")
+            if push and not tag:
+                raise UsageError("--push with --engine oci needs --tag REGISTRY/REPOSITORY:TAG to push to.")
             platforms = platforms_from(platform)
             written = write_image(package, out, bases_from(base or [DEFAULT_BASE_IMAGE], platforms), tag,
                                   Path(context) if context else None, platforms,
                                   list(machine_names(machines or [])), progress)  # fmt: skip
+            if push and tag:  # only a layout that passed its gate exists to be pushed
+                from dataclasses import replace
+
+                from mlpack.oci.images import push_layout
+
+                progress(f"pushing {tag}")
+                pushed = push_layout(written.layout, tag)
+                written = replace(written, pushed=f"{pushed.reference}@{pushed.digest}")
             emit(written.to_dict(), as_json, lambda: render_oci(written))
             return
         if engine != "docker":
@@ -121,4 +131,6 @@ def render_oci(written: Any) -> str:
         "  release gate (mlpack verify inside)",
     ]
     lines += [f"    {g['platform']:<12} {g['machine']:<11} {g['verdict']}" for g in written.gate]
+    if written.pushed:
+        lines.append(f"  pushed {written.pushed}")
     return "\n".join(lines)

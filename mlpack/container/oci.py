@@ -293,6 +293,7 @@ class OciResult:
     layers: dict[str, int]  # layer role -> compressed size (of the first platform's image)
     platforms: dict[str, str]  # platform -> its image manifest's digest
     gate: list[dict[str, Any]]  # per platform and machine class: the verdict of mlpack verify inside
+    pushed: str = ""  # REFERENCE@DIGEST, when --push sent the layout to a registry
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -106,7 +106,9 @@ class Client:
             "PUT", url, what, (201, 204), params={"digest": descriptor["digest"]}, data=data, headers=headers
         ).close()
 
-    def put_manifest(self, reference: str, body: bytes, digest: str) -> None:
+    def put_manifest(
+        self, reference: str, body: bytes, digest: str, media_type: str = spec.IMAGE_MANIFEST
+    ) -> None:
         what = f"the manifest {self.repository}:{reference}"
         response = self._request(
             "PUT",
@@ -114,7 +116,7 @@ class Client:
             what,
             (201, 204),
             data=body,
-            headers={"Content-Type": spec.IMAGE_MANIFEST},
+            headers={"Content-Type": media_type},
         )
         response.close()
         stored = response.headers.get("Docker-Content-Digest")

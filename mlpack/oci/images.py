@@ -1,5 +1,6 @@
-"""Push an OCI image layout's one image to a registry with the bytes unchanged, so the pushed manifest keeps
-the digest it had when it was gated (``containerize --push``)."""
+"""Push an OCI image layout's one image, or its one image index with an image per platform, to a registry
+with the bytes unchanged, so the pushed manifest keeps the digest it had when it was gated
+(``containerize --push``)."""
 
 from __future__ import annotations
 
@@ -34,20 +35,46 @@ def push_layout(layout: str | Path, ref: str, *, insecure: bool | None = None) -
     digest = f"sha256:{sha256_bytes(body)}"
     if digest != expected:
         raise IntegrityError(f"The OCI layout at {root} is corrupt: its manifest does not hash to {expected}.")
-    descriptors = _blob_descriptors(body, root)
+    images = _images(body, root)  # (digest, manifest bytes) per image: the platforms of an index, or this one
     uploaded: list[str] = []
     skipped: list[str] = []
     with Client(target, insecure) as client:
         client.ping()
-        for descriptor in descriptors:
-            if client.blob_exists(descriptor["digest"]):
-                skipped.append(descriptor["digest"])
-                continue
-            with open(_blob(root, descriptor["digest"]), "rb") as stream:
-                client.upload(descriptor, stream, descriptor["digest"])
-            uploaded.append(descriptor["digest"])
-        client.put_manifest(target.tag or digest, body, digest)
+        for image_digest, manifest in images:
+            for descriptor in _blob_descriptors(manifest, root):
+                if client.blob_exists(descriptor["digest"]):
+                    skipped.append(descriptor["digest"])
+                    continue
+                with open(_blob(root, descriptor["digest"]), "rb") as stream:
+                    client.upload(descriptor, stream, descriptor["digest"])
+                uploaded.append(descriptor["digest"])
+            if image_digest != digest:  # an index's image: by digest, before the index that names it
+                client.put_manifest(image_digest, manifest, image_digest)
+        media_type = spec.IMAGE_INDEX if len(images) > 1 or images[0][0] != digest else spec.IMAGE_MANIFEST
+        client.put_manifest(target.tag or digest, body, digest, media_type)
     return PushResult(str(replace(target, digest=None)), digest, "", tuple(uploaded), tuple(skipped))
+
+
+def _images(body: bytes, root: Path) -> list[tuple[str, bytes]]:
+    """The image manifests to push: an image index's, each checked against its digest, or ``body`` itself."""
+    try:
+        top = json.loads(body)
+    except (ValueError, RecursionError):
+        raise UsageError(f"The OCI layout at {root} holds a manifest that is not JSON.") from None
+    if not isinstance(top, dict) or top.get("mediaType") != spec.IMAGE_INDEX:
+        return [(f"sha256:{sha256_bytes(body)}", body)]
+    images = []
+    for entry in top.get("manifests") or []:
+        child = _digest_of(entry, root)
+        data = _blob(root, child).read_bytes()
+        if f"sha256:{sha256_bytes(data)}" != child:
+            raise IntegrityError(
+                f"The OCI layout at {root} is corrupt: an image manifest does not hash to {child}."
+            )
+        images.append((child, data))
+    if not images:
+        raise UsageError(f"The OCI layout at {root} holds an image index that lists no images.")
+    return images
 
 
 def _digest_of(descriptor: Any, root: Path) -> str:
