@@ -128,7 +128,7 @@ def site(arch: str, lock: Path | None, fallback: list[str]) -> Path:
             run_pip(["install", "--quiet", "--disable-pip-version-check", "--no-compile", "--only-binary=:all:",
                      *platforms, "--python-version", f"{major}.{minor}", "--implementation", "cp",
                      *(["--require-hashes"] if lock is not None else []), "--target", str(folder), "-r", str(listed)],
-                    f"Installing the runtime wheels for {arch}")  # fmt: skip
+                    f"Installing the runtime wheels for {arch}", f"{arch} and CPython {major}.{minor}")  # fmt: skip
 
     return cached(sysroot_path(arch).parent / f"site-{arch}-{key}", install)
 

@@ -40,7 +40,7 @@ INSTALLER_FILES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: no clock in the wheel's bytes
 
 
-def run_pip(args: list[str], what: str) -> None:
+def run_pip(args: list[str], what: str, target: str = "the image's platform") -> None:
     """pip in this interpreter; a failure becomes one EngineError naming the missing wheel when there is one."""
     cmd = [sys.executable, "-m", "pip", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
@@ -50,7 +50,7 @@ def run_pip(args: list[str], what: str) -> None:
             line for line in tail.splitlines() if "No matching distribution" in line or "Could not find" in line
         ]
         if missing:
-            raise EngineError(f"{what} failed: no wheel for the image's platform ({missing[-1].strip()}).")
+            raise EngineError(f"{what} failed: no wheel for {target} ({missing[-1].strip()}).")
         raise EngineError(f"{what} failed:\n{tail}")
 
 
