@@ -220,6 +220,9 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
         runner = _runner(machine, Path(path))
     except MlpackError as exc:  # no emulator, no sysroot, no wheel for the class: a row saying why
         return MachineResult(name, "-", "error", False, 4, exc.message, seconds=time.perf_counter() - started)
+    except OSError as exc:  # the cache cannot be written, a tool vanished: still a row, so the others report
+        message = f"preparing {name} failed: {exc.strerror or exc} ({exc.filename or 'no file'})"
+        return MachineResult(name, "-", "error", False, 4, message, seconds=time.perf_counter() - started)
     how = runner.how
     argv = [*runner.argv, "-m", "mlpack.machines", str(path),
             *(["--strict"] if strict else []), *(["--threads", str(threads)] if threads else [])]  # fmt: skip

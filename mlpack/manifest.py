@@ -393,3 +393,20 @@ def json_schema() -> JSONDict:
         **root,
         "$defs": dict(sorted(definitions.items())),
     }
+
+
+def parity_disagreement(parity: Parity | None) -> str:
+    """What an accepted parity failure recorded, in words ("" when parity passed): the outputs where the
+    package disagrees with the native model, and by how much."""
+    if parity is None or parity.status != "accepted":
+        return ""
+    parts = []
+    for out in parity.outputs:
+        if out.get("passed", True):
+            continue
+        if out.get("problem"):
+            parts.append(f"{out.get('name')}: {out['problem']}")
+        else:
+            parts.append(f"{out.get('name')}: {out.get('outside')} of {out.get('total')} outside tolerance, "
+                         f"max abs {float(out.get('max_abs', float('inf'))):.3g}")  # fmt: skip
+    return "; ".join(parts) or "outputs outside tolerance"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpack.manifest import parity_disagreement
+
 if TYPE_CHECKING:  # report renders data; importing these at run time would pull numpy into every command
     from mlpack.compare import OutputComparison
     from mlpack.inspector import Inspection
@@ -127,6 +129,10 @@ def render_verify(report: Report) -> str:
         lines += [_output_line(c) for c in report.outputs]
     if report.proven:
         lines.append(f"  proven       {report.proven['message']}")
+    if report.parity.get("disagreement"):
+        lines.append(
+            f"  parity       ACCEPTED at build: disagrees with the native model: {report.parity['disagreement']}"
+        )
     if report.causes:
         lines.append("  likely causes")
         lines += [f"    - {cause}" for cause in report.causes]
@@ -162,6 +168,14 @@ def render_build(package: Package) -> str:
             f"  model         {source.model_class if source else '?'} ({source.framework if source else '?'} "
             f"{source.framework_version if source else ''}), opsets {m.model.opset_imports}",
             f"  parity        {m.parity.status if m.parity else '-'}: {'; '.join(parts)}",
+            *(
+                [
+                    f"  WARNING       this package disagrees with the native model ({parity_disagreement(m.parity)}): "
+                    "parity was accepted with --accept-parity; verify --strict fails on it"
+                ]
+                if parity_disagreement(m.parity)
+                else []
+            ),
             f"  golden        {_golden(m.reference)}",
             *([f"  proven on     {_proven_classes(m.machines)}"] if m.machines else []),
             f"  build lock    {build_lock.get('packages')} packages, {build_lock.get('with_artifact_hash')} with "
@@ -187,7 +201,12 @@ def render_inspect(info: Inspection) -> str:
         f"  model        {m.model.file} sha256 {m.model.sha256[:16]}…, opsets {m.model.opset_imports}",
         f"  inputs       {_signature(m.model.inputs)}",
         f"  outputs      {_signature(m.model.outputs)}",
-        f"  parity       {m.parity.status if m.parity else '-'}",
+        f"  parity       {m.parity.status if m.parity else '-'}"
+        + (
+            f" at build: disagrees with the native model: {parity_disagreement(m.parity)}"
+            if parity_disagreement(m.parity)
+            else ""
+        ),
         f"  reference    {_golden(m.reference)}",
         *([f"  proven on    {_proven_classes(m.machines)}"] if m.machines else []),
         f"  runtime      onnxruntime {m.runtime.onnxruntime}, {m.runtime.session.intra_op_num_threads} thread(s)",

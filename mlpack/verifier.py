@@ -17,7 +17,7 @@ from typing import Any
 from mlpack import compare, environment, hardware, reference
 from mlpack.errors import IntegrityError, MlpackError, UsageError
 from mlpack.fileio import load_npz, npz_bytes, write_atomic
-from mlpack.manifest import SessionSettings, Tolerance, to_json
+from mlpack.manifest import SessionSettings, Tolerance, parity_disagreement, to_json
 from mlpack.package import (
     BUILD_LOCK,
     HARDWARE,
@@ -53,10 +53,12 @@ class Report:
     judged: str = "replay"  # replay: the golden inputs ran here; saved: outputs from a file were judged
     seconds: float = 0.0
     proven: dict[str, Any] = field(default_factory=dict)  # this machine's class against build --machines evidence
+    parity: dict[str, Any] = field(default_factory=dict)  # the build's parity: status, and any disagreement
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.verdict] if self.passed or self.verdict != "equivalent" else 1
+        code = EXIT_CODES[self.verdict]
+        return 1 if code == 0 and not self.passed else code  # a judged pass that fails a demand (--strict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class Report:
             "tolerance_overrides": self.tolerance_overrides,
             "judged": self.judged,
             "proven": self.proven,
+            "parity": self.parity,
         }
 
 
@@ -285,12 +288,31 @@ def verify(
             f"this machine ({proven['machine']}) does not give what the build's emulated replay of "
             "its class gave: the emulation missed something of this machine (its CPU model or library builds)",
         ]
+    parity, passed, note = _parity(manifest, verdict, passed, strict)
     return finish(
-        proven=proven,
+        proven=proven, parity=parity,
         verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
         environment=env_diff, build_env_compared=full,
-        message=(message or _summary(verdict, passed, outputs, strict)) + _overridden(overrides),
+        message=(message or _summary(verdict, passed, outputs, strict)) + _overridden(overrides) + note,
     )  # fmt: skip
+
+
+def _parity(manifest: Any, verdict: str, passed: bool, strict: bool) -> tuple[dict[str, Any], bool, str]:
+    """The build's parity as part of the verdict: a package whose build accepted a disagreement with the
+    native model says so in every report, and fails --strict. Returns the report's parity, the pass, and the
+    sentence to add to the message."""
+    disagreement = parity_disagreement(manifest.parity)
+    parity = {"status": manifest.parity.status if manifest.parity else None, "disagreement": disagreement}
+    if not disagreement or verdict in ("tampered", "error"):
+        return parity, passed, ""
+    return (
+        parity,
+        passed and not strict,
+        (
+            f" Parity was accepted at build: this package disagrees with the native model ({disagreement})"
+            + (", which --strict does not accept." if strict else ".")
+        ),
+    )
 
 
 def _proven(recorded: Any, verdict: str, outputs: list[compare.OutputComparison]) -> dict[str, Any]:
@@ -357,9 +379,9 @@ def judge_saved(
     expected = load_npz(package.path / manifest.reference.outputs)
     outputs = compare.compare(expected, actual, manifest.kinds, tolerances)
     verdict = compare.verdict(outputs)
-    passed = _passes(verdict, strict)
+    parity, passed, note = _parity(manifest, verdict, _passes(verdict, strict), strict)
     return replace(
-        report, verdict=verdict, passed=passed, outputs=outputs, tolerance_overrides=overrides,
-        message=_summary(verdict, passed, outputs, strict) + _overridden(overrides),
+        report, verdict=verdict, passed=passed, outputs=outputs, tolerance_overrides=overrides, parity=parity,
+        message=_summary(verdict, passed, outputs, strict) + _overridden(overrides) + note,
         seconds=time.perf_counter() - started,
     )  # fmt: skip

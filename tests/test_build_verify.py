@@ -212,3 +212,37 @@ def test_parity_break_fails_the_build_unless_accepted(
     manifest = json.loads((tmp_path / "dist" / "forest-1" / "mlpack.json").read_text())
     assert manifest["parity"]["status"] == "accepted"
     assert manifest["tolerances"]["probabilities"]["atol"] == 0
+    assert "WARNING       this package disagrees with the native model (probabilities: " in accepted.stdout
+    # every later verdict carries it: the replay is identical, yet the report says the package disagrees
+    package = tmp_path / "dist" / "forest-1"
+    plain = cli("verify", package)
+    assert plain.returncode == 0 and "Parity was accepted at build: this package disagrees" in plain.stdout
+    assert "parity       ACCEPTED at build: disagrees with the native model: probabilities:" in plain.stdout
+    strict = cli("verify", package, "--strict", "--json")
+    report = json.loads(strict.stdout)
+    assert strict.returncode == 1 and report["verdict"] == "identical" and not report["passed"]
+    assert report["parity"]["status"] == "accepted" and report["parity"]["disagreement"].startswith(
+        "probabilities:"
+    )
+    assert "which --strict does not accept" in report["message"]
+    assert "accepted at build: disagrees with the native model" in cli("inspect", package).stdout
+
+
+def test_a_different_model_is_not_offered_accept_parity(
+    forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """An ONNX model that computes something else (here a forest fitted to shuffled labels) is no rounding
+    difference: the refusal says so and does not suggest --accept-parity."""
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import RandomForestClassifier
+
+    import mlpack
+    from mlpack.errors import ParityError
+
+    x, y = iris
+    other = RandomForestClassifier(n_estimators=10, random_state=1).fit(x, np.random.default_rng(0).permutation(y))
+    onnx_model = to_onnx(other, x[:1].astype(np.float32), options={id(other): {"zipmap": False}})
+    with pytest.raises(ParityError) as refused:
+        mlpack.build(forest, sample=x, onnx=onnx_model, out=tmp_path, resolve=False, timings=False)
+    assert "this is no rounding difference" in refused.value.message
+    assert "--accept-parity" not in refused.value.message and not any(tmp_path.iterdir())
