@@ -1,14 +1,20 @@
-"""XGBoost: XGBClassifier, XGBRegressor and Booster objects, and .json/.ubj model files."""
+"""XGBoost: XGBClassifier, XGBRegressor, XGBRanker and Booster objects, and .json/.ubj model files.
+
+A ranker (a ``rank:*`` objective) predicts one score per row: the trees' sum, untransformed. onnxmltools
+knows no ranker, and reads a ranking Booster as a binary classifier (every row label 0): such a model is
+converted as the regressor it is over rows, from a copy of its Booster whose objective says so, and parity
+checks the scores against the ranker's own predict."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpack.convert import Trust, require
+from mlpack.convert import Converted, ConvertOptions, Trust, require
 from mlpack.convert.boosting import BoostedTrees
 from mlpack.errors import UsageError
 
@@ -41,3 +47,25 @@ class XGBoostConverter(BoostedTrees):
         import xgboost as xgb
 
         return model.predict(xgb.DMatrix(array))
+
+    def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
+        objective = ranking_objective(model)
+        if objective is None:
+            return super().convert(model, sample, options)
+        booster = (model if type(model).__name__ == "Booster" else model.get_booster()).copy()
+        booster.set_param({"objective": "reg:squarederror"})  # the same sum of trees, read as a regressor
+        converted = super().convert(booster, sample, options)
+        details = {**converted.details, "objective": objective, "converted_as": "ranking scores, one per row"}
+        return replace(converted, details=details)
+
+
+def ranking_objective(model: Any) -> str | None:
+    """The model's objective when it ranks (``rank:ndcg``, ``rank:pairwise``, ...), else None."""
+    booster = model if type(model).__name__ == "Booster" else getattr(model, "get_booster", lambda: None)()
+    if booster is None:
+        return None
+    try:
+        name = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return str(name) if str(name).startswith("rank:") else None
