@@ -87,6 +87,9 @@ def _frame(model: Any, feeds: dict[str, np.ndarray]) -> Any:
     return pd.DataFrame({name: feed(name) for name in columns})
 
 
+ML_OPSET_MAX = 3  # the newest ai.onnx.ml opset skl2onnx's tree converters write and onnxruntime 1.18+ runs
+
+
 class SklearnConverter:
     name = "sklearn"
     description = "scikit-learn estimators and pipelines (objects, .skops, or trusted .joblib/.pkl)"
@@ -147,23 +150,31 @@ class SklearnConverter:
                 if cast:
                     casts[key] = cast
             example = _frame(model, narrowed)
-        ml_opset = 3 if options.precision == "float64" else 1  # double-precision trees need ai.onnx.ml 3
-        try:
-            onx = to_onnx(
-                model,
-                example[:1],
-                target_opset={"": options.opset, "ai.onnx.ml": ml_opset},
-                options={"zipmap": False} if hasattr(model, "predict_proba") else None,  # tensors, not maps
-            )
-        except Exception as exc:
-            raise ConversionError(f"skl2onnx could not convert {type(model).__name__}: {exc}") from None
-        return Converted(model=onx, input_cast=casts, details={"tool": "skl2onnx", "precision": options.precision})
+        # the lowest ai.onnx.ml opset that converts (double-precision trees need 3; IsolationForest needs 3)
+        for ml_opset in range(3 if options.precision == "float64" else 1, ML_OPSET_MAX + 1):
+            try:
+                onx = to_onnx(
+                    model,
+                    example[:1],
+                    target_opset={"": options.opset, "ai.onnx.ml": ml_opset},
+                    options={"zipmap": False} if hasattr(model, "predict_proba") else None,  # tensors, not maps
+                )
+                break
+            except Exception as exc:
+                if "ai.onnx.ml" in str(exc) and ml_opset < ML_OPSET_MAX:
+                    continue  # the model needs a newer ai.onnx.ml: try the next
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise ConversionError(f"skl2onnx could not convert {type(model).__name__}: {first}") from None
+        details = {"tool": "skl2onnx", "precision": options.precision, "ai_onnx_ml_opset": ml_opset}
+        return Converted(model=onx, input_cast=casts, details=details)
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         data: Any = _frame(model, feeds) if needs_frame(model) else next(iter(feeds.values()))
         try:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
                 results = [model.predict(data), model.predict_proba(data)]
+            elif hasattr(model, "decision_function") and output_names[1:] == ["scores"]:  # outlier detectors
+                results = [model.predict(data), model.decision_function(data)]
             elif hasattr(model, "predict"):
                 results = [model.predict(data)]
             else:
