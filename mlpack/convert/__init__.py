@@ -13,6 +13,7 @@ Plug-ins (entry point group ``mlpack.converters``) need ``name``, ``description`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from mlpack.errors import UsageError
+from mlpack.errors import ConversionError, UsageError
 from mlpack.manifest import Tolerance
 from mlpack.options import DEFAULT_OPSET, DEFAULT_PRECISION
 
@@ -152,3 +153,25 @@ def load_model_file(path: Path, trust: Trust = Trust()) -> Any:
             return converter.load(path, trust)  # type: ignore[attr-defined]
     known = list(dict.fromkeys(s for c in families for s in getattr(c, "suffixes", ())))
     raise UsageError(f"{path} has an unknown model format; supported: {', '.join(known)}.")
+
+
+def conversion_failed(what: str, exc: BaseException) -> ConversionError:
+    """A converter's failure in one sentence (its first line, capped), with the whole text (some converters
+    put a model's every tree in the message) written to a log file that the sentence names."""
+    import time
+    import traceback
+
+    from mlpack.options import cache_dir
+
+    text = "".join(traceback.format_exception(exc))
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first if len(first) <= 300 else first[:300] + "…"
+    try:
+        folder = cache_dir("logs")
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / f"convert-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        log.write_text(f"{what}\n\n{text}")
+        where = f" (the whole message: {log})"
+    except OSError:
+        where = ""
+    return ConversionError(f"{what}: {first}{where}")

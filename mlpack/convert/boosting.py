@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from mlpack.convert import Converted, ConvertOptions, Description, class_name, require, top_module
-from mlpack.errors import ConversionError, UsageError
+from mlpack.convert import (
+    Converted,
+    ConvertOptions,
+    Description,
+    class_name,
+    conversion_failed,
+    require,
+    top_module,
+)
+from mlpack.errors import UsageError
 from mlpack.manifest import Tolerance
 
 if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
@@ -83,7 +91,7 @@ class BoostedTrees(ABC):
         try:
             onx = convert(model, initial_types=initial_types, target_opset=opset, **self.converter_options)
         except Exception as exc:
-            raise ConversionError(f"onnxmltools could not convert {type(model).__name__}: {exc}") from None
+            raise conversion_failed(f"onnxmltools could not convert {type(model).__name__}", exc) from None
         _batch_dims(onx)
         details: dict[str, Any] = {"tool": "onnxmltools", "opset": opset}
         if opset != options.opset:

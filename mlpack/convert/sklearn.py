@@ -9,8 +9,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlpack.convert import Converted, ConvertOptions, Description, Trust, class_name, require, top_module
-from mlpack.errors import ConversionError, UsageError
+from mlpack.convert import (
+    Converted,
+    ConvertOptions,
+    Description,
+    Trust,
+    class_name,
+    conversion_failed,
+    require,
+    top_module,
+)
+from mlpack.errors import UsageError
 from mlpack.manifest import Tolerance
 from mlpack.sample import onnx_safe_name
 
@@ -163,22 +172,29 @@ class SklearnConverter:
             except Exception as exc:
                 if "ai.onnx.ml" in str(exc) and ml_opset < ML_OPSET_MAX:
                     continue  # the model needs a newer ai.onnx.ml: try the next
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                raise ConversionError(f"skl2onnx could not convert {type(model).__name__}: {first}") from None
+                raise conversion_failed(f"skl2onnx could not convert {type(model).__name__}", exc) from None
         details = {"tool": "skl2onnx", "precision": options.precision, "ai_onnx_ml_opset": ml_opset}
         return Converted(model=onx, input_cast=casts, details=details)
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         data: Any = _frame(model, feeds) if needs_frame(model) else next(iter(feeds.values()))
-        try:
+
+        def run(data: Any) -> list[Any]:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
-                results = [model.predict(data), model.predict_proba(data)]
-            elif hasattr(model, "decision_function") and output_names[1:] == ["scores"]:  # outlier detectors
-                results = [model.predict(data), model.decision_function(data)]
-            elif hasattr(model, "predict"):
-                results = [model.predict(data)]
-            else:
-                results = [model.transform(data)]
+                return [model.predict(data), model.predict_proba(data)]
+            if hasattr(model, "decision_function") and output_names[1:] == ["scores"]:  # outlier detectors
+                return [model.predict(data), model.decision_function(data)]
+            if hasattr(model, "predict"):
+                return [model.predict(data)]
+            return [model.transform(data)]
+
+        try:
+            try:
+                results = run(data)
+            except ValueError as exc:  # fitted on float64 and strict about it (KMeans): the same values, widened
+                if "dtype" not in str(exc) or not isinstance(data, np.ndarray) or data.dtype != np.float32:
+                    raise
+                results = run(data.astype(np.float64))
         except ValueError as exc:
             raise UsageError(f"The sample does not fit the model: {exc}") from None
         return {name: np.asarray(result) for name, result in zip(output_names, results, strict=False)}
