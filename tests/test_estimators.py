@@ -4,6 +4,7 @@ rows it never saw as the native estimator does."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,3 +63,52 @@ def test_a_converter_failure_is_one_sentence_and_its_whole_text_goes_to_a_log(tm
     log = Path(re.search(r"the whole message: (\S+\.log)\)", message)[1])  # type: ignore[index]
     assert "TreeEnsemble" in log.read_text() and len(log.read_text()) > len(message)
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+
+
+@pytest.mark.parametrize("estimator", ["XGBClassifier", "XGBRegressor", "LGBMClassifier", "LGBMRegressor"])
+def test_boosters_inside_a_scikit_learn_pipeline_convert_as_a_whole(estimator: str, tmp_path: Path) -> None:
+    import lightgbm as lgb
+    import xgboost as xgb
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 5))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    makers: dict[str, Any] = {
+        "XGBClassifier": lambda: xgb.XGBClassifier(n_estimators=15, max_depth=3),
+        "XGBRegressor": lambda: xgb.XGBRegressor(n_estimators=15, max_depth=3),
+        "LGBMClassifier": lambda: lgb.LGBMClassifier(n_estimators=15, verbose=-1),
+        "LGBMRegressor": lambda: lgb.LGBMRegressor(n_estimators=15, verbose=-1),
+    }
+    # an imputer is exact in float32; a scaler is not, and trees split its float32 outputs on other sides of
+    # their thresholds for a few rows, which parity rightly refuses
+    model = make_pipeline(SimpleImputer(), makers[estimator]()).fit(x, y)
+    package = mlpack.build(model, sample=x[:100], name="p", out=tmp_path, resolve=False, timings=False)
+    assert package.manifest.parity is not None and package.manifest.parity.status == "passed"
+    fresh = rng.normal(size=(80, 5))
+    got = mlpack.load(package.path).predict(fresh.astype(np.float32))
+    if estimator.endswith("Classifier"):
+        np.testing.assert_array_equal(got["label"].ravel(), model.predict(fresh))
+        np.testing.assert_allclose(got["probabilities"], model.predict_proba(fresh), atol=1e-5)
+    else:
+        (values,) = got.values()
+        np.testing.assert_allclose(values.ravel(), model.predict(fresh), rtol=1e-4, atol=1e-4)
+
+
+def test_trees_after_a_scaler_that_float32_moves_across_thresholds_are_refused_as_such(tmp_path: Path) -> None:
+    """The scaler's float32 outputs fall on the other side of a few XGBoost thresholds: parity refuses, names
+    the cause, and does not offer --accept-parity."""
+    import xgboost as xgb
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlpack.errors import ParityError
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 5))
+    model = make_pipeline(StandardScaler(), xgb.XGBRegressor(n_estimators=15, max_depth=3)).fit(x, x[:, 0] > 0)
+    with pytest.raises(ParityError) as refused:
+        mlpack.build(model, sample=x[:100], out=tmp_path, resolve=False, timings=False)
+    assert "a few rows land on the other side of a threshold" in refused.value.message
+    assert "--accept-parity" not in refused.value.message

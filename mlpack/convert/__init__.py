@@ -169,8 +169,14 @@ def conversion_failed(what: str, exc: BaseException) -> ConversionError:
     try:
         folder = cache_dir("logs")
         folder.mkdir(parents=True, exist_ok=True)
-        log = folder / f"convert-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
-        log.write_text(f"{what}\n\n{text}")
+        import tempfile
+
+        handle, name = tempfile.mkstemp(
+            prefix=f"convert-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log", dir=folder
+        )
+        with os.fdopen(handle, "w") as out:
+            out.write(f"{what}\n\n{text}")
+        log = Path(name)
         where = f" (the whole message: {log})"
     except OSError:
         where = ""

@@ -159,6 +159,7 @@ class SklearnConverter:
                 if cast:
                     casts[key] = cast
             example = _frame(model, narrowed)
+        _register_boosters(model)
         # the lowest ai.onnx.ml opset that converts (double-precision trees need 3; IsolationForest needs 3)
         for ml_opset in range(3 if options.precision == "float64" else 1, ML_OPSET_MAX + 1):
             try:
@@ -198,3 +199,48 @@ class SklearnConverter:
         except ValueError as exc:
             raise UsageError(f"The sample does not fit the model: {exc}") from None
         return {name: np.asarray(result) for name, result in zip(output_names, results, strict=False)}
+
+
+def _register_boosters(model: Any) -> None:
+    """XGBoost and LightGBM estimators inside a scikit-learn pipeline: skl2onnx converts them with
+    onnxmltools' converters once they are registered (skl2onnx's documented recipe)."""
+    modules = {type(step).__module__.split(".")[0] for step in _steps(model)}
+    if not modules & {"xgboost", "lightgbm"}:
+        return
+    require("onnxmltools", "xgboost" if "xgboost" in modules else "lightgbm")
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if "xgboost" in modules:
+        import xgboost
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+
+        update_registered_converter(xgboost.XGBClassifier, "XGBoostXGBClassifier",
+                                    calculate_linear_classifier_output_shapes, convert_xgboost,
+                                    options=classifier_options)  # fmt: skip
+        update_registered_converter(xgboost.XGBRegressor, "XGBoostXGBRegressor",
+                                    calculate_linear_regressor_output_shapes, convert_xgboost)  # fmt: skip
+    if "lightgbm" in modules:
+        import lightgbm
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(lightgbm.LGBMClassifier, "LightGbmLGBMClassifier",
+                                    calculate_linear_classifier_output_shapes, convert_lightgbm,
+                                    options=classifier_options)  # fmt: skip
+        update_registered_converter(lightgbm.LGBMRegressor, "LightGbmLGBMRegressor",
+                                    calculate_linear_regressor_output_shapes, convert_lightgbm,
+                                    options={"split": None})  # fmt: skip
+
+
+def _steps(model: Any) -> list[Any]:
+    """The estimator and every estimator nested in it (pipeline steps, column transformers' parts)."""
+    found = [model]
+    for attribute in ("steps", "transformers", "transformer_list"):
+        for part in getattr(model, attribute, None) or []:
+            child = part[1] if isinstance(part, tuple) else part
+            found += _steps(child)
+    return found
