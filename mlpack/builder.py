@@ -8,6 +8,7 @@ timings → reference files, hardware profile, locks → manifest hashing every 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,27 @@ if TYPE_CHECKING:
     import onnx
 
 Progress = Callable[[str], None]
+log = logging.getLogger("mlpack.build")
+SLOW_STEP_S = 2.0  # a step that took longer is named with its time when the next one starts
+
+
+class Steps:
+    """A build's progress: each step as it starts, to ``progress`` (the CLI prints it to stderr) or else to
+    the "mlpack.build" logger at INFO (an API user turns it on with logging.basicConfig(level=logging.INFO));
+    a slow step's time is told as the next one starts, so the step that took a minute is named."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.tell: Progress = progress or log.info
+        self.step: str | None = None
+        self.started = 0.0
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        if self.step is not None and now - self.started >= SLOW_STEP_S and not step.startswith("note:"):
+            step = f"{step} ({self.step} took {now - self.started:.1f} s)"
+        if not step.startswith("note:"):
+            self.step, self.started = step.split(" (")[0], now
+        self.tell(step)
 
 
 @dataclass(frozen=True)
@@ -123,7 +145,7 @@ def build(
              machines=None if machines is None else options.machine_names(machines)),
         project=project,
     )  # fmt: skip
-    say = progress or (lambda _step: None)
+    say = Steps(progress)
     proving = _machines_to_prove(opts.machines)
     source_file = Path(opts.model) if isinstance(opts.model, (str, Path)) else None
     native = load_family_file(source_file, Trust(opts.trust_pickle, trusted_types)) if source_file else opts.model

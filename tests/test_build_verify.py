@@ -246,3 +246,26 @@ def test_a_different_model_is_not_offered_accept_parity(
         mlpack.build(forest, sample=x, onnx=onnx_model, out=tmp_path, resolve=False, timings=False)
     assert "this is no rounding difference" in refused.value.message
     assert "--accept-parity" not in refused.value.message and not any(tmp_path.iterdir())
+
+
+def test_the_api_logs_each_step_and_names_a_slow_one(
+    forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Without a progress callback the build's steps go to the "mlpack.build" logger; a step slower than
+    SLOW_STEP_S is named with its time when the next one starts (here every step, with the limit at 0)."""
+    import logging
+
+    import mlpack
+    from mlpack import builder
+
+    monkeypatch.setattr(builder, "SLOW_STEP_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="mlpack.build"):
+        mlpack.build(forest, sample=iris[0][:20], out=tmp_path, resolve=False, timings=False)
+    steps = [r.getMessage() for r in caplog.records if r.name == "mlpack.build"]
+    assert steps[0] == "converting with sklearn"
+    assert any(
+        s.startswith("profiling hardware (checking conversion parity against the native model took ")
+        for s in steps
+    )
+    assert steps[-1].startswith("writing the package (locking the environment took ") and steps[-1].endswith(" s)")
