@@ -40,9 +40,12 @@ def test_kmeans_fitted_on_float64_builds_and_labels_fresh_rows_as_the_native_mod
     model = KMeans(4, n_init=3, random_state=0).fit(x)
     package = mlpack.build(model, sample=x[:100], name="km", out=tmp_path, resolve=False, timings=False)
     assert package.manifest.parity is not None and package.manifest.parity.status == "passed"
+    parity = {o["name"]: o for o in package.manifest.parity.outputs}
+    assert parity["scores"]["problem"] is None and parity["scores"]["passed"]  # distances checked, not skipped
     fresh = np.random.default_rng(3).normal(size=(60, 3)).astype(np.float32)
     got = mlpack.load(package.path).predict(fresh)
     np.testing.assert_array_equal(got["label"].ravel(), model.predict(fresh.astype(np.float64)))
+    np.testing.assert_allclose(got["scores"], model.transform(fresh.astype(np.float64)), rtol=1e-5, atol=1e-5)
 
 
 def test_a_converter_failure_is_one_sentence_and_its_whole_text_goes_to_a_log(tmp_path: Path) -> None:

@@ -185,6 +185,8 @@ class SklearnConverter:
                 return [model.predict(data), model.predict_proba(data)]
             if hasattr(model, "decision_function") and output_names[1:] == ["scores"]:  # outlier detectors
                 return [model.predict(data), model.decision_function(data)]
+            if hasattr(model, "cluster_centers_") and output_names[1:] == ["scores"]:  # k-means: distances
+                return [model.predict(data), model.transform(data)]
             if hasattr(model, "predict"):
                 return [model.predict(data)]
             return [model.transform(data)]
