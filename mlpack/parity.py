@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpack import compare
+from mlpack import compare, reference
 from mlpack.convert import Converter
 from mlpack.errors import ParityError
 from mlpack.manifest import Tolerance
@@ -83,8 +83,7 @@ def check(
     the user accepts the difference. Returns the comparisons and whether they all passed. Separate golden
     runs (``runs`` > 1, stacked along a leading axis) are predicted one by one and stacked alike."""
     if runs > 1:
-        each = [converter.predict(model, {k: v[i] for k, v in feeds.items()}, list(outputs)) for i in range(runs)]
-        predicted = {name: np.stack([one[name] for one in each]) for name in each[0]}
+        predicted = reference.each_run(feeds, runs, lambda one: converter.predict(model, one, list(outputs)))
     else:
         predicted = converter.predict(model, feeds, list(outputs))
     native = native_like(predicted, outputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -141,14 +141,7 @@ def run(
     way. Sequences and maps come back as arrays (``as_array``), so that they are stored and compared like
     tensors."""
     if runs > 1:
-        each = [run(session, {k: v[i] for k, v in feeds.items()}, row_batches) for i in range(runs)]
-        for name in each[0]:
-            if len({(one[name].shape, one[name].dtype) for one in each}) != 1:
-                raise UsageError(
-                    f"Output {name!r} comes out in different shapes from one golden run to the next; separate "
-                    "runs are stored stacked, so give one test_data_set folder."
-                )
-        return {name: np.stack([one[name] for one in each]) for name in each[0]}
+        return each_run(feeds, runs, lambda one: run(session, one, row_batches))
     outs = session.get_outputs()
     names = [o.name for o in outs]
 
@@ -165,6 +158,22 @@ def run(
         parts = [call({k: v[i : i + batch] for k, v in feeds.items()}) for i in range(0, rows, batch)]
         results = [np.concatenate([part[j] for part in parts]) for j in range(len(names))]
     return dict(zip(names, results, strict=True))
+
+
+def each_run(
+    feeds: Mapping[str, np.ndarray], runs: int, call: Callable[[dict[str, np.ndarray]], Mapping[str, Any]]
+) -> dict[str, np.ndarray]:
+    """``call`` on each of ``runs`` separate golden runs (slices of the leading axis every tensor stacks), its
+    outputs stacked the same way; one sentence when an output's shape changes from run to run."""
+    each = [{name: np.asarray(value) for name, value in call({k: v[i] for k, v in feeds.items()}).items()}
+            for i in range(runs)]  # fmt: skip
+    for name in each[0]:
+        if len({(one[name].shape, one[name].dtype) for one in each}) != 1:
+            raise UsageError(
+                f"Output {name!r} comes out in different shapes from one golden run to the next; separate "
+                "runs are stored stacked, so give one test_data_set folder."
+            )
+    return {name: np.stack([one[name] for one in each]) for name in each[0]}
 
 
 def infer(session: Any, names: list[str], feeds: Mapping[str, np.ndarray]) -> list[Any]:

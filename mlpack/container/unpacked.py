@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import platform
 import shutil
@@ -22,7 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mlpack.container import verify_report
 from mlpack.errors import EngineError
+from mlpack.foreign import describe_cpu
 from mlpack.oci.spec import blob_path
 
 SPECIAL = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)  # device nodes: neither needed nor creatable
@@ -92,25 +93,13 @@ def run(
         emulator = shutil.which(f"qemu-{arch}")
         if emulator is None:
             raise EngineError(f"Gating a {arch} image needs qemu-{arch}: apt-get install qemu-user.")
-        if arch != platform.machine():
-            _describe_cpu(root, arch)
+        if arch != platform.machine():  # QEMU 7.2 shows the host's cpuinfo, which another arch cannot parse
+            describe_cpu(root, arch)
         command = [emulator, "-cpu", cpu or "max", "-L", str(root), str(python), *argv[1:]]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env, check=False)
-    start = done.stdout.find("{")
-    try:
-        report = dict(json.JSONDecoder().raw_decode(done.stdout[start:])[0]) if start >= 0 else {}
-    except json.JSONDecodeError:
-        report = {}
+    report = verify_report(done.stdout)
     if not report:
         tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
         report = {"verdict": "error", "passed": False, "message": f"the gate did not answer: {tail}"}
     report["exit_code"] = done.returncode
     return report
-
-
-def _describe_cpu(root: Path, arch: str) -> None:
-    """The emulated core's /proc/cpuinfo and CPU lists in the folder (not in the image): QEMU 7.2 shows the
-    host's, which another architecture's onnxruntime cannot parse."""
-    from mlpack.foreign import describe_cpu
-
-    describe_cpu(root, arch)
