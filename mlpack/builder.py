@@ -226,6 +226,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         comparisons, passed = parity.check(
             converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity, golden.runs
         )
+        if converter.native_runs and golden.runs == 1:
+            parity.check_probes(converter, job.native, golden.session, golden.feeds, kinds, tols)
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)

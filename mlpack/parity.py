@@ -30,16 +30,20 @@ def native_like(native: Mapping[str, Any], like: Mapping[str, np.ndarray]) -> di
     return shaped
 
 
+def difference(c: compare.OutputComparison) -> str:
+    """A failed comparison in a few words: labels differ in so many rows, values by so much."""
+    if c.problem:
+        return c.problem
+    if c.kind == "label" or not np.isfinite(c.max_abs):
+        return f"{c.outside} of {c.total} differ"
+    return f"{c.outside} of {c.total} elements outside tolerance, max abs {c.max_abs:.3g}"
+
+
 def message(
     comparisons: list[compare.OutputComparison],
     subject: str = "The ONNX conversion does not reproduce the native model",
 ) -> str:
-    parts = []
-    for c in comparisons:
-        if c.passed:
-            continue
-        detail = c.problem or f"{c.outside} of {c.total} elements outside tolerance, max abs {c.max_abs:.3g}"
-        parts.append(f"{c.name}: {detail}")
+    parts = [f"{c.name}: {difference(c)}" for c in comparisons if not c.passed]
     if all(small(c) for c in comparisons if not c.passed):
         return (
             f"{subject} (" + "; ".join(parts) + "); "
@@ -98,6 +102,38 @@ def check(
     if not passed and not accept:
         raise ParityError(message(comparisons), comparisons)
     return comparisons, passed
+
+
+def check_probes(
+    converter: Converter,
+    model: Any,
+    session: Any,
+    feeds: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    tolerances: dict[str, Tolerance],
+) -> int:
+    """Parity on the family's probes (a missing value in each column that has an imputer, say): inputs the
+    golden sample may lack, on which the package must still answer as the model does. Raise ParityError on
+    the first disagreement (no --accept-parity: the package would treat such inputs differently); return
+    how many probes agreed."""
+    probes = getattr(converter, "probes", None)
+    cases = probes(model, feeds) if probes else {}
+    for what, probe in cases.items():
+        names = list(kinds)
+        onnx_outputs = dict(zip(names, reference.infer(session, names, probe), strict=True))
+        native = native_like(converter.predict(model, probe, names), onnx_outputs)
+        comparisons = compare.compare(
+            native, onnx_outputs, {n: k for n, k in kinds.items() if n in native}, tolerances
+        )
+        if not all(c.passed for c in comparisons):
+            details = "; ".join(f"{c.name}: {difference(c)}" for c in comparisons if not c.passed)
+            raise ParityError(
+                f"The ONNX conversion treats a missing value in {what!r} differently from the native model "
+                f'({details}): in a package a missing string is "" and a missing number NaN; this model\'s '
+                "handling of missing values does not convert.",
+                comparisons,
+            )
+    return len(cases)
 
 
 def check_expected(

@@ -15,16 +15,30 @@ from mlpack.manifest import TensorSpec
 from mlpack.reference import fixed_batch
 from mlpack.tensors import BFLOAT16, bfloat16_restored, numpy_dtype
 
+# the cells pandas.read_csv reads as missing by default (its na_values), so a CSV means here what it means there
+CSV_MISSING = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+     "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)  # fmt: skip
+
+
+def _number_or_missing(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell.strip() in CSV_MISSING
+    return True
+
 
 def _from_csv(path: Path) -> dict[str, np.ndarray]:
+    """A CSV as pandas reads it: a header unless the first row is all numbers, missing cells (empty, "NA",
+    ...) as NaN in numeric columns and as missing strings ("") in the others."""
     with open(path, newline="") as f:
         rows = [row for row in csv.reader(f) if row]
     if not rows:
         return {}
     header: list[str] | None = None
-    try:
-        [float(cell) for cell in rows[0]]
-    except ValueError:
+    if not all(_number_or_missing(cell) for cell in rows[0]) or all(not c.strip() for c in rows[0]):
         header, rows = rows[0], rows[1:]
     if not rows:
         return {}
@@ -35,13 +49,17 @@ def _from_csv(path: Path) -> dict[str, np.ndarray]:
     if header is not None and len(set(header)) != len(header):
         twice = sorted({name for name in header if header.count(name) > 1})
         raise UsageError(f"{path} names the column {twice[0]!r} twice in its header.")
-    table = np.array(rows, dtype=object)
+    table = np.array(rows, dtype=str)
     columns = {}
     for index in range(table.shape[1]):
+        cells = np.char.strip(table[:, index])
+        missing = np.isin(cells, list(CSV_MISSING))
         try:
-            columns[index] = table[:, index].astype(np.float64)
+            if missing.all():
+                raise ValueError  # no number in it: a column of strings, all missing
+            columns[index] = np.where(missing, "nan", cells).astype(np.float64)
         except ValueError:
-            columns[index] = table[:, index].astype(str)
+            columns[index] = np.where(missing, MISSING_STRING, table[:, index])
     if header is None or all(col.dtype == np.float64 for col in columns.values()):
         if any(col.dtype != np.float64 for col in columns.values()):
             raise UsageError(f"{path} has non-numeric cells but no header naming the model inputs.")
@@ -159,8 +177,25 @@ def by_feature_names(
     return {"": matrix[:, [columns.index(name) for name in features]]}
 
 
+MISSING_STRING = ""  # a missing string (None, NaN, pd.NA, an empty CSV cell) as a string tensor carries it
+
+
+def is_missing(value: Any) -> bool:
+    """pandas' missing markers in an object column: None, NaN, pd.NA, NaT (without importing pandas)."""
+    return (
+        value is None
+        or (isinstance(value, float) and value != value)
+        or type(value).__name__ in ("NAType", "NaTType")
+    )
+
+
 def _column(values: np.ndarray) -> np.ndarray:
-    return values.astype(str) if values.dtype == object else values
+    """An object column as strings, its missing cells as empty strings (never the text "nan" or "None")."""
+    if values.dtype != object:
+        return values
+    return np.array([MISSING_STRING if is_missing(v) else str(v) for v in values.ravel()], dtype=str).reshape(
+        values.shape
+    )
 
 
 def load_sample(source: Any) -> dict[str, np.ndarray]:

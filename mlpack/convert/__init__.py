@@ -8,7 +8,8 @@ is used; ``accepts`` must not import the framework (it looks at the object's mod
 converter stays cheap.
 
 Plug-ins (entry point group ``mlpack.converters``) need ``name``, ``description``, ``native_runs``,
-``accepts``, ``describe``, ``convert`` and ``predict``; ``suffixes``/``load`` and ``tolerances`` are optional.
+``accepts``, ``describe``, ``convert`` and ``predict``; ``suffixes``/``load``, ``tolerances`` and ``probes``
+(inputs beyond the golden ones that parity also checks, such as a missing value per column) are optional.
 """
 
 from __future__ import annotations

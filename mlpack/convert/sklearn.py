@@ -21,7 +21,7 @@ from mlpack.convert import (
 )
 from mlpack.errors import UsageError
 from mlpack.manifest import Tolerance
-from mlpack.sample import onnx_safe_name
+from mlpack.sample import MISSING_STRING, is_missing, onnx_safe_name
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # About 15-100x the worst conversion parity and thread-count replay measured for trees and linear models
@@ -83,17 +83,109 @@ def needs_frame(model: Any) -> bool:
     return any(needs_frame(step) for _, step in steps)
 
 
-def _frame(model: Any, feeds: dict[str, np.ndarray]) -> Any:
-    """Named inputs as the DataFrame the model was fitted on (ColumnTransformers select columns by name)."""
+def _frame(model: Any, feeds: dict[str, np.ndarray], missing_as_nan: bool = True) -> Any:
+    """Named inputs as the DataFrame the model was fitted on (ColumnTransformers select columns by name).
+    A missing string ("") is NaN again in the columns whose imputer or encoder treats NaN as missing, as
+    pandas gives it to them."""
     import pandas as pd
 
     columns = _columns(model) or list(feeds)
+    imputed = _nan_aware_columns(model) if missing_as_nan else set()
 
     def feed(name: str) -> np.ndarray:  # the feeds carry skl2onnx's input names
         value = feeds[name] if name in feeds else feeds[onnx_safe_name(name)]
-        return value.reshape(len(value), -1)[:, 0]
+        column = value.reshape(len(value), -1)[:, 0]
+        if column.dtype.kind == "U" and name in imputed:
+            return np.where(column == MISSING_STRING, np.nan, column.astype(object))
+        return column
 
     return pd.DataFrame({name: feed(name) for name in columns})
+
+
+def _nan_aware_columns(model: Any) -> set[str]:
+    """The columns whose first transformer in a ColumnTransformer takes NaN as a missing value: an imputer
+    (``missing_values`` NaN) or an encoder that learnt NaN as a category."""
+    found: set[str] = set()
+    for step in _steps(model):
+        indices = getattr(step, "_transformer_to_input_indices", None)  # fitted ColumnTransformers
+        names = getattr(step, "feature_names_in_", None)
+        if type(step).__name__ != "ColumnTransformer" or indices is None or names is None:
+            continue
+        for name, transformer, _ in step.transformers_:
+            first = transformer.steps[0][1] if hasattr(transformer, "steps") else transformer
+            categories = getattr(first, "categories_", None) or []
+            if is_missing(getattr(first, "missing_values", 0)) or any(
+                any(is_missing(c) for c in cats) for cats in categories
+            ):
+                found.update(str(names[i]) for i in indices.get(name, []))
+    return found
+
+
+def _register_missing_strings() -> None:
+    """In a package a missing string is "", since a string tensor cannot hold NaN. skl2onnx converts a
+    SimpleImputer over strings only when its missing value is a string (scikit-learn's default is NaN), and
+    writes a OneHotEncoder's learnt NaN category as the text "nan": both convert here as if the model had
+    used "" for missing (the scikit-learn model itself is not touched)."""
+    import copy
+
+    from skl2onnx.common._registration import register_converter
+    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+    from skl2onnx.operator_converters.one_hot_encoder import convert_sklearn_one_hot_encoder
+
+    def imputer(raw: Any, operator: Any) -> Any:
+        if isinstance(operator.inputs[0].type, StringTensorType) and is_missing(raw.missing_values):
+            raw = copy.copy(raw)
+            raw.missing_values = MISSING_STRING
+        return raw
+
+    def encoder(raw: Any, operator: Any) -> Any:
+        def strings(categories: np.ndarray) -> np.ndarray:
+            if categories.dtype != object:
+                return categories
+            return np.array([MISSING_STRING if is_missing(c) else c for c in categories], dtype=object)
+
+        raw = copy.copy(raw)
+        raw.categories_ = [strings(c) for c in raw.categories_]
+        return raw
+
+    def as_missing_string(convert: Any, proxy: Any) -> Any:
+        def converter(scope: Any, operator: Any, container: Any) -> None:
+            raw = operator.raw_operator
+            operator.raw_operator = proxy(raw, operator)
+            try:
+                convert(scope, operator, container)
+            finally:
+                operator.raw_operator = raw
+
+        return converter
+
+    for name in ("SklearnImputer", "SklearnSimpleImputer"):
+        register_converter(name, as_missing_string(convert_sklearn_imputer, imputer), overwrite=True)
+    register_converter(
+        "SklearnOneHotEncoder", as_missing_string(convert_sklearn_one_hot_encoder, encoder), overwrite=True
+    )
+
+
+def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs that test how the package treats a missing value: for each column whose imputer or encoder
+    takes NaN as missing, the golden inputs' first row with that column missing ("" or NaN), keyed by it."""
+    if not needs_frame(model):
+        return {}
+    probes = {}
+    for column in sorted(_nan_aware_columns(model)):
+        key = column if column in feeds else onnx_safe_name(column)
+        if key not in feeds:
+            continue
+        probe = {name: value[:1].copy() for name, value in feeds.items()}
+        if probe[key].dtype.kind == "U":
+            probe[key] = np.full_like(probe[key], MISSING_STRING)
+        elif probe[key].dtype.kind == "f":
+            probe[key] = np.full_like(probe[key], np.nan)
+        else:
+            continue
+        probes[column] = probe
+    return probes
 
 
 ML_OPSET_MAX = 3  # the newest ai.onnx.ml opset skl2onnx's tree converters write and onnxruntime 1.18+ runs
@@ -158,8 +250,9 @@ class SklearnConverter:
                 narrowed[key], cast = narrow(value.reshape(len(value), -1), options.precision)
                 if cast:
                     casts[key] = cast
-            example = _frame(model, narrowed)
+            example = _frame(model, narrowed, missing_as_nan=False)  # skl2onnx types columns by their first row
         _register_boosters(model)
+        _register_missing_strings()
         # the lowest ai.onnx.ml opset that converts (double-precision trees need 3; IsolationForest needs 3)
         for ml_opset in range(3 if options.precision == "float64" else 1, ML_OPSET_MAX + 1):
             try:
@@ -176,6 +269,9 @@ class SklearnConverter:
                 raise conversion_failed(f"skl2onnx could not convert {type(model).__name__}", exc) from None
         details = {"tool": "skl2onnx", "precision": options.precision, "ai_onnx_ml_opset": ml_opset}
         return Converted(model=onx, input_cast=casts, details=details)
+
+    def probes(self, model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        return missing_probes(model, feeds)
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         data: Any = _frame(model, feeds) if needs_frame(model) else next(iter(feeds.values()))

@@ -1,0 +1,156 @@
+"""The standard tabular recipe with missing values, as pandas and scikit-learn hold them: NaN in numbers,
+None/NaN/pd.NA in string columns, empty cells in a CSV. In a package a missing string is "" and a missing
+number NaN; the package must answer such rows as the native model does, whether or not the golden sample
+holds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mlpack
+from mlpack.errors import ParityError
+from tests.conftest import CliRunner, one_sentence_error
+
+pd = pytest.importorskip("pandas")
+
+
+def frame(rows: int, seed: int) -> Any:
+    """Numbers with NaN, an object column with NaN, a pandas string column with NaN (None becomes NaN there)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, rows),
+            "income": rng.normal(5e4, 1e4, rows),
+            "city": pd.Series(rng.choice(["paris", "rome", "oslo"], rows), dtype=object),
+            "plan": pd.Series(rng.choice(["basic", "pro"], rows), dtype="str"),
+        }
+    )
+    df.loc[::7, "age"] = np.nan
+    df.loc[::11, "city"] = np.nan
+    df.loc[::5, "plan"] = None
+    return df
+
+
+def recipe() -> Any:
+    """Imputers, a scaler and a one-hot encoder in a ColumnTransformer, then a classifier."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    strings = Pipeline(
+        [("impute", SimpleImputer(strategy="most_frequent")), ("onehot", OneHotEncoder(handle_unknown="ignore"))]
+    )
+    columns = ColumnTransformer([("num", numbers, ["age", "income"]), ("cat", strings, ["city", "plan"])])
+    train = frame(300, 0)
+    target = ((train["income"] > 5e4) ^ (train["city"] == "rome")).astype(int)
+    return Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(train, target)
+
+
+def assert_answers_as_native(model: Any, package: Path, rows: Any) -> None:
+    got = mlpack.load(package).predict(rows)
+    np.testing.assert_array_equal(got["label"].ravel(), model.predict(rows))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(rows), atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Input .* cast to float32")
+def test_imputer_scaler_onehot_recipe_with_missing_values_from_the_api(tmp_path: Path) -> None:
+    model = recipe()
+    sample = frame(60, 1)
+    package = mlpack.build(model, sample, name="churn", out=tmp_path, resolve=False, timings=False)
+    assert package.manifest.parity is not None and package.manifest.parity.status == "passed"
+    assert mlpack.verify(package.path).verdict == "identical"
+    fresh = frame(200, 2)  # rows never seen, missing values in every column that has them
+    assert_answers_as_native(model, package.path, fresh)
+    golden = np.load(package.path / "reference" / "inputs.npz")
+    assert "nan" not in set(golden["city"].ravel()) and "" in set(golden["city"].ravel())  # never the text "nan"
+
+
+def test_imputer_recipe_from_skops_and_a_pandas_csv_on_the_cli(tmp_path: Path, cli: CliRunner) -> None:
+    """pandas writes missing values as empty cells; the CLI reads them back as pandas does."""
+    import skops.io as sio
+
+    model = recipe()
+    sio.dump(model, tmp_path / "churn.skops")
+    frame(50, 3).to_csv(tmp_path / "sample.csv", index=False)
+    built = cli("build", tmp_path / "churn.skops", "--sample", tmp_path / "sample.csv", "--trust-type",
+                "numpy.dtype", "--out", tmp_path / "dist", "--no-resolve", "--no-timings")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    package = tmp_path / "dist" / "churn-1"
+    verified = cli("verify", package, "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["verdict"] == "identical"
+    as_read = pd.read_csv(tmp_path / "sample.csv")  # the native model on the file, as a user reads it
+    golden = np.load(package / "reference" / "outputs.npz")
+    np.testing.assert_array_equal(golden["label"].ravel(), model.predict(as_read))
+    np.testing.assert_allclose(golden["probabilities"], model.predict_proba(as_read), atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Input .* cast to float32")
+def test_a_onehot_encoder_that_learnt_nan_as_a_category_converts_it(tmp_path: Path) -> None:
+    """Without an imputer, scikit-learn's encoder keeps NaN as a category of its own: so does the package."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    train = frame(300, 4)
+    target = (train["city"].isna() | (train["income"] > 6e4)).astype(int)
+    scaled = ("num", StandardScaler(), ["income"])
+    columns = ColumnTransformer([scaled, ("cat", OneHotEncoder(), ["city"])])
+    model = Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(train[["income", "city"]], target)
+    sample = frame(40, 5)[["income", "city"]].dropna()  # no missing value in the golden sample at all
+    package = mlpack.build(model, sample, name="ohe", out=tmp_path, resolve=False, timings=False)
+    fresh = frame(200, 6)[["income", "city"]]
+    assert fresh["city"].isna().sum() > 10
+    assert_answers_as_native(model, package.path, fresh)
+
+
+def test_missing_values_the_conversion_cannot_carry_are_refused_even_if_the_sample_has_none(
+    tmp_path: Path, cli: CliRunner
+) -> None:
+    """An OrdinalEncoder that encodes missing as 7 converts to one that does not: the build probes a missing
+    value in each column that has an imputer or encoder, and refuses (exit 1, one sentence, no package)."""
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    train = frame(300, 7)
+    target = (train["city"].isna() | (train["income"] > 6e4)).astype(int)
+    encoder = OrdinalEncoder(encoded_missing_value=7)
+    columns = ColumnTransformer([("num", "passthrough", ["income"]), ("cat", encoder, ["city"])])
+    model = Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(train[["income", "city"]], target)
+    sample = frame(40, 8)[["income", "city"]].dropna()
+    with pytest.raises(ParityError, match="treats a missing value in 'city' differently"):
+        mlpack.build(model, sample, out=tmp_path / "api", resolve=False, timings=False)
+    assert not (tmp_path / "api").exists() or not any((tmp_path / "api").iterdir())
+    sio.dump(model, tmp_path / "ordinal.skops")
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    refused = cli("build", tmp_path / "ordinal.skops", "--sample", tmp_path / "sample.csv", "--trust-type",
+                  "numpy.dtype", "--out", tmp_path / "dist", "--no-resolve", "--no-timings")  # fmt: skip
+    assert refused.returncode == 1
+    assert "missing value in 'city'" in one_sentence_error(refused)
+    assert not (tmp_path / "dist" / "ordinal-1").exists()
+
+
+def test_csv_missing_cells_read_as_pandas_reads_them(tmp_path: Path) -> None:
+    from mlpack.sample import load_sample
+
+    path = tmp_path / "rows.csv"
+    path.write_text("age,city,code\n,paris,1\n41.5,,NA\n39,NA,2\n")
+    read = load_sample(path)
+    expected = pd.read_csv(path)
+    np.testing.assert_array_equal(read["age"].ravel(), expected["age"].to_numpy())  # NaN where empty
+    np.testing.assert_array_equal(read["code"].ravel(), expected["code"].to_numpy())
+    assert list(read["city"].ravel()) == ["paris", "", ""]  # missing strings are ""
+    headless = tmp_path / "numbers.csv"
+    headless.write_text("1.0,,3\n4,5,6\n")  # a first row with an empty cell is still data, not a header
+    assert np.isnan(load_sample(headless)[""][0, 1]) and load_sample(headless)[""].shape == (2, 3)
