@@ -159,11 +159,8 @@ def build(
         require_rows(arrays)
     features = getattr(native, "feature_names_in_", None)
     if features is not None and converter.native_runs and onnx is None:  # tabular columns bound by name
-        from mlpack.convert.sklearn import needs_frame
-
-        arrays = by_feature_names(
-            arrays, [str(f) for f in features], converter.name == "sklearn" and needs_frame(native)
-        )
+        per_column = getattr(converter, "one_input_per_column", None)  # a ColumnTransformer, pandas categories
+        arrays = by_feature_names(arrays, [str(f) for f in features], bool(per_column and per_column(native)))
     if any(key.startswith("#") for key in arrays) and converter.name not in ("torch", "onnx"):
         raise UsageError(
             "A tuple sample gives inputs by position, for PyTorch and ONNX models; give this one a dict."

@@ -270,6 +270,9 @@ class SklearnConverter:
         details = {"tool": "skl2onnx", "precision": options.precision, "ai_onnx_ml_opset": ml_opset}
         return Converted(model=onx, input_cast=casts, details=details)
 
+    def one_input_per_column(self, model: Any) -> bool:
+        return needs_frame(model)
+
     def probes(self, model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         return missing_probes(model, feeds)
 
