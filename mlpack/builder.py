@@ -95,6 +95,7 @@ class Golden:
     casts: dict[str, str]
     row_batches: bool
     runs: int  # > 1: separate golden runs, each tensor stacked along a new leading axis
+    native_feeds: dict[str, np.ndarray]  # the same rows with floats as given (float64), before any narrowing
 
     @property
     def first(self) -> dict[str, np.ndarray]:
@@ -220,11 +221,14 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         comparisons, passed = parity.check_expected(expected, golden.results, kinds, tols, job.accept_parity)
     else:
         say("checking conversion parity against the native model")
+        # tabular models answer the sample as given (float64 rows): the package must too, from its narrowed copy
+        native_feeds = golden.native_feeds if getattr(converter, "takes_wide_floats", False) else golden.feeds
         comparisons, passed = parity.check(
-            converter, job.native, golden.feeds, golden.results, kinds, tols, job.accept_parity, golden.runs
+            converter, job.native, native_feeds, golden.results, kinds, tols, job.accept_parity, golden.runs
         )
         if converter.native_runs and golden.runs == 1:
-            parity.check_probes(converter, job.native, golden.session, golden.feeds, kinds, tols)
+            types = {name: value.dtype for name, value in golden.feeds.items()}
+            parity.check_probes(converter, job.native, golden.session, native_feeds, kinds, tols, types)
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)
@@ -329,6 +333,7 @@ def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.B
     session = reference.open_session(model_file, settings)
     inputs, outputs = reference.signature(session)
     feeds, casts = fit_to_inputs(arrays, inputs)
+    native_feeds = dict(fit_to_inputs(arrays, inputs, keep_wide=True)[0])
     runs = feeds.runs if isinstance(feeds, Runs) else 1
     first = feeds.split()[0] if isinstance(feeds, Runs) else feeds
     rows = reference.shared_rows(inputs, first)
@@ -336,6 +341,7 @@ def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.B
         batch = reference.fixed_batch(inputs) or 1
         keep = max(batch, opts.max_rows - opts.max_rows % batch)
         feeds = first = {name: value[:keep] for name, value in feeds.items()}
+        native_feeds = {name: value[:keep] for name, value in native_feeds.items()}
     row_batches = reference.needs_row_batches(inputs, first)
     try:
         results = reference.run(session, feeds, row_batches, runs)
@@ -346,7 +352,7 @@ def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.B
     for out_name, value in results.items():
         if value.dtype.kind == "f" and value.size and np.isnan(value).all():
             raise UsageError(f"The model gives only NaN for output {out_name!r} on this sample: check the sample.")
-    return Golden(settings, session, inputs, outputs, dict(feeds), results, casts, row_batches, runs)
+    return Golden(settings, session, inputs, outputs, dict(feeds), results, casts, row_batches, runs, native_feeds)
 
 
 def _model_info(

@@ -111,16 +111,18 @@ def check_probes(
     feeds: dict[str, np.ndarray],
     kinds: dict[str, str],
     tolerances: dict[str, Tolerance],
+    onnx_types: Mapping[str, np.dtype] | None = None,
 ) -> int:
     """Parity on the family's probes (a missing value in each column that has an imputer, say): inputs the
     golden sample may lack, on which the package must still answer as the model does. Raise ParityError on
     the first disagreement (no --accept-parity: the package would treat such inputs differently); return
-    how many probes agreed."""
+    how many probes agreed. ``feeds`` are the native model's; ``onnx_types`` the package's input types."""
     probes = getattr(converter, "probes", None)
     cases = probes(model, feeds) if probes else {}
     for what, probe in cases.items():
         names = list(kinds)
-        onnx_outputs = dict(zip(names, reference.infer(session, names, probe), strict=True))
+        narrowed = {k: v.astype(onnx_types[k]) if onnx_types else v for k, v in probe.items()}
+        onnx_outputs = dict(zip(names, reference.infer(session, names, narrowed), strict=True))
         native = native_like(converter.predict(model, probe, names), onnx_outputs)
         comparisons = compare.compare(
             native, onnx_outputs, {n: k for n, k in kinds.items() if n in native}, tolerances

@@ -319,16 +319,18 @@ def require_rows(sample: dict[str, np.ndarray]) -> None:
 
 
 def fit_to_inputs(
-    sample: dict[str, np.ndarray], inputs: list[TensorSpec], cast_ok: bool = True
+    sample: dict[str, np.ndarray], inputs: list[TensorSpec], cast_ok: bool = True, keep_wide: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Match the sample to the model's declared inputs by name, check shapes, cast safely.
 
     Returns the feeds and the casts made ("float64->float32" narrows; other narrowing is refused). Separate
-    runs (``Runs``) are fitted one by one and come back stacked.
+    runs (``Runs``) are fitted one by one and come back stacked. ``keep_wide`` leaves wider floats as given
+    (the native model's view of the sample, where the package narrows it).
     """
     if isinstance(sample, Runs):
         fitted = [
-            fit_to_inputs(by_position(part, [s.name for s in inputs]), inputs, cast_ok) for part in sample.split()
+            fit_to_inputs(by_position(part, [s.name for s in inputs]), inputs, cast_ok, keep_wide)
+            for part in sample.split()
         ]
         return stacked([feeds for feeds, _ in fitted], "input"), fitted[0][1]
     sample = by_position(sample, [spec.name for spec in inputs])
@@ -372,7 +374,8 @@ def fit_to_inputs(
                 )
             raise UsageError(f"Input {spec.name!r} expects shape {shape}; the sample has shape {array.shape}.")
         dtype = numpy_dtype(spec.type, spec.name)
-        if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind == "U"):
+        wide = keep_wide and array.dtype.kind == dtype.kind == "f" and array.dtype.itemsize > dtype.itemsize
+        if array.dtype != dtype and not (dtype.kind == "U" and array.dtype.kind == "U") and not wide:
             array, cast = _cast(spec.name, array, dtype, cast_ok)
             casts[spec.name] = cast
         feeds[spec.name] = np.ascontiguousarray(array)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mlpack
+from tests.conftest import CliRunner, one_sentence_error
 
 
 def test_isolation_forest_takes_the_ai_onnx_ml_opset_it_needs(tmp_path: Path) -> None:
@@ -49,23 +50,70 @@ def test_kmeans_fitted_on_float64_builds_and_labels_fresh_rows_as_the_native_mod
 
 
 def test_a_converter_failure_is_one_sentence_and_its_whole_text_goes_to_a_log(tmp_path: Path) -> None:
-    """skl2onnx's HistGradientBoosting failure dumps every tree into its message: the error keeps the first
-    line and names a log file that holds the rest; no package is written."""
+    """skl2onnx explains a missing converter over a dozen lines: the error keeps the first line and names a
+    log file that holds the rest; no package is written."""
     import re
 
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.semi_supervised import LabelSpreading
 
     from mlpack.errors import ConversionError
 
     x = np.random.default_rng(4).normal(size=(120, 4))
-    model = HistGradientBoostingClassifier(max_iter=5).fit(x, (x[:, 0] > 0).astype(int))
-    with pytest.raises(ConversionError) as refused:  # this skl2onnx cannot convert it (issue 12 asks for it)
+    model = LabelSpreading().fit(x, (x[:, 0] > 0).astype(int))
+    with pytest.raises(ConversionError) as refused:
         mlpack.build(model, sample=x[:20], out=tmp_path / "dist", resolve=False, timings=False)
     message = refused.value.message
     assert "\n" not in message and len(message) < 600, message
     log = Path(re.search(r"the whole message: (\S+\.log)\)", message)[1])  # type: ignore[index]
-    assert "TreeEnsemble" in log.read_text() and len(log.read_text()) > len(message)
+    assert "update_registered_converter" in log.read_text() and len(log.read_text()) > len(message)
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+
+
+@pytest.mark.parametrize("estimator", ["HistGradientBoostingClassifier", "HistGradientBoostingRegressor"])
+def test_hist_gradient_boosting_converts_and_sends_nan_the_learnt_way(estimator: str, tmp_path: Path) -> None:
+    """skl2onnx's converter, with its missing-value flags written as integers; NaN rows take the branch
+    scikit-learn learnt for them, in rows the package never saw."""
+    import sklearn.ensemble
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(500, 4))
+    x[::5, 1] = np.nan
+    y = np.nan_to_num(x[:, 1], nan=2.0) + x[:, 0]
+    target = (y > 0).astype(int) if estimator.endswith("Classifier") else y
+    model = getattr(sklearn.ensemble, estimator)(max_iter=15).fit(x, target)
+    package = mlpack.build(model, sample=x[:60], name="hgb", out=tmp_path, resolve=False, timings=False)
+    assert package.manifest.parity is not None and package.manifest.parity.status == "passed"
+    assert mlpack.verify(package.path).verdict == "identical"
+    fresh = rng.normal(size=(300, 4))
+    fresh[::3, 1] = np.nan
+    fresh[::7, 2] = np.nan
+    got = mlpack.load(package.path).predict(fresh.astype(np.float32))
+    native = fresh.astype(np.float32).astype(np.float64)  # the package's float32 rows, as the model reads them
+    if estimator.endswith("Classifier"):
+        np.testing.assert_array_equal(got["label"].ravel(), model.predict(native))
+        np.testing.assert_allclose(got["probabilities"], model.predict_proba(native), atol=1e-5)
+    else:
+        np.testing.assert_allclose(got["variable"].ravel(), model.predict(native), rtol=1e-5, atol=1e-5)
+
+
+def test_hist_gradient_boosting_with_categorical_features_is_refused_in_one_sentence(
+    tmp_path: Path, cli: CliRunner
+) -> None:
+    """skl2onnx writes category (bitset) splits as numeric thresholds: refused before anything is written."""
+    import skops.io as sio
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(7)
+    x = np.stack([rng.normal(size=400), rng.integers(0, 4, 400)], axis=1)
+    model = HistGradientBoostingClassifier(max_iter=5, categorical_features=[1])
+    model.fit(x, ((x[:, 1] == 2) ^ (x[:, 0] > 0)).astype(int))
+    sio.dump(model, tmp_path / "hgb.skops")
+    np.save(tmp_path / "sample.npy", x[:30])
+    refused = cli("build", tmp_path / "hgb.skops", "--sample", tmp_path / "sample.npy", "--out", tmp_path / "dist",
+                  *[a for t in sio.get_untrusted_types(file=tmp_path / "hgb.skops") for a in ("--trust-type", t)])  # fmt: skip
+    assert refused.returncode == 2
+    assert "categorical features does not convert" in one_sentence_error(refused)
+    assert not (tmp_path / "dist" / "hgb-1").exists()
 
 
 @pytest.mark.parametrize("estimator", ["XGBClassifier", "XGBRegressor", "LGBMClassifier", "LGBMRegressor"])

@@ -104,7 +104,9 @@ def test_a_onehot_encoder_that_learnt_nan_as_a_category_converts_it(tmp_path: Pa
     target = (train["city"].isna() | (train["income"] > 6e4)).astype(int)
     scaled = ("num", StandardScaler(), ["income"])
     columns = ColumnTransformer([scaled, ("cat", OneHotEncoder(), ["city"])])
-    model = Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(train[["income", "city"]], target)
+    model = Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(
+        train[["income", "city"]], target
+    )
     sample = frame(40, 5)[["income", "city"]].dropna()  # no missing value in the golden sample at all
     package = mlpack.build(model, sample, name="ohe", out=tmp_path, resolve=False, timings=False)
     fresh = frame(200, 6)[["income", "city"]]
@@ -127,7 +129,9 @@ def test_missing_values_the_conversion_cannot_carry_are_refused_even_if_the_samp
     target = (train["city"].isna() | (train["income"] > 6e4)).astype(int)
     encoder = OrdinalEncoder(encoded_missing_value=7)
     columns = ColumnTransformer([("num", "passthrough", ["income"]), ("cat", encoder, ["city"])])
-    model = Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(train[["income", "city"]], target)
+    model = Pipeline([("prepare", columns), ("classify", LogisticRegression())]).fit(
+        train[["income", "city"]], target
+    )
     sample = frame(40, 8)[["income", "city"]].dropna()
     with pytest.raises(ParityError, match="treats a missing value in 'city' differently"):
         mlpack.build(model, sample, out=tmp_path / "api", resolve=False, timings=False)

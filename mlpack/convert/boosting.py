@@ -62,6 +62,7 @@ class BoostedTrees(ABC):
     name = ""
     extra = ""
     native_runs = True
+    takes_wide_floats = True  # parity feeds the native model the sample's own float64 values
     suffixes: tuple[str, ...] = ()
     onnxmltools_function = ""  # the onnxmltools entry point for this framework
     converter_options: ClassVar[dict[str, Any]] = {}

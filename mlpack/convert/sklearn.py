@@ -167,6 +167,43 @@ def _register_missing_strings() -> None:
     )
 
 
+class _IntegerFlags:
+    """A skl2onnx container whose nodes get integer flags where a converter passes booleans: onnx 1.17+
+    refuses booleans in an ints attribute, and skl2onnx 1.20 writes HistGradientBoosting's
+    ``nodes_missing_value_tracks_true`` as booleans."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def add_node(self, *args: Any, **attrs: Any) -> Any:
+        for key, value in attrs.items():
+            if isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value):
+                attrs[key] = [int(v) for v in value]
+        return self._container.add_node(*args, **attrs)
+
+
+def _register_hist_gradient_boosting() -> None:
+    """skl2onnx's own HistGradientBoosting converters (trees with NaN going the learnt way), through
+    ``_IntegerFlags``."""
+    from skl2onnx.common._registration import _converter_pool, register_converter
+
+    def with_integer_flags(convert: Any) -> Any:
+        def converter(scope: Any, operator: Any, container: Any) -> None:
+            convert(scope, operator, _IntegerFlags(container))
+
+        converter.integer_flags = True  # type: ignore[attr-defined]
+        return converter
+
+    for name in ("SklearnHistGradientBoostingClassifier", "SklearnHistGradientBoostingRegressor"):
+        registered = _converter_pool[name]
+        if not getattr(registered._fct, "integer_flags", False):
+            options = registered.get_allowed_options()
+            register_converter(name, with_integer_flags(registered._fct), overwrite=True, options=options)
+
+
 def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Inputs that test how the package treats a missing value: for each column whose imputer or encoder
     takes NaN as missing, the golden inputs' first row with that column missing ("" or NaN), keyed by it."""
@@ -195,6 +232,7 @@ class SklearnConverter:
     name = "sklearn"
     description = "scikit-learn estimators and pipelines (objects, .skops, or trusted .joblib/.pkl)"
     native_runs = True
+    takes_wide_floats = True  # parity feeds the native model the sample's own float64 values
     suffixes = (".skops", *PICKLE_SUFFIXES)
     tolerances: ClassVar[dict[str, Tolerance]] = TOLERANCES
 
@@ -251,8 +289,17 @@ class SklearnConverter:
                 if cast:
                     casts[key] = cast
             example = _frame(model, narrowed, missing_as_nan=False)  # skl2onnx types columns by their first row
+        for step in _steps(model):
+            categorical = getattr(step, "is_categorical_", None)
+            if categorical is not None and np.any(categorical):
+                raise UsageError(
+                    f"{type(step).__name__} with categorical features does not convert: skl2onnx writes their "
+                    "category splits as numeric thresholds, which answer differently; one-hot or ordinal encode "
+                    "those columns in the pipeline instead."
+                )
         _register_boosters(model)
         _register_missing_strings()
+        _register_hist_gradient_boosting()
         # the lowest ai.onnx.ml opset that converts (double-precision trees need 3; IsolationForest needs 3)
         for ml_opset in range(3 if options.precision == "float64" else 1, ML_OPSET_MAX + 1):
             try:
