@@ -64,6 +64,13 @@ def open_session(model: bytes | Path, settings: SessionSettings, *, keep_memory:
     try:
         return ort.InferenceSession(source, options, providers=list(settings.providers))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        locale = _LOCALE.search(str(exc))
+        if locale:
+            raise RuntimeEnvironmentError(
+                f"The model lowercases text with onnxruntime's StringNormalizer, which needs the locale "
+                f"{locale[1]}, and this machine lacks it: generate it (locale-gen {locale[1]}, or install "
+                "Debian's locales-all) or run the package where it exists."
+            ) from None
         raise RuntimeEnvironmentError(
             f"onnxruntime {ort.__version__} cannot load the model: {ort_reason(exc)}"
         ) from None
@@ -75,6 +82,7 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from 
 _ORT_SOURCE = re.compile(r"\S*onnxruntime_src/\S*?(\w+)\.(?:cc|h|cpp):\d+ .*?\)(?:::<lambda\(\)>)? (?=[A-Z])")
 
 
+_LOCALE = re.compile(r"Failed to construct locale with name:\s*([\w.@-]+)")
 _ORT_OPSET = re.compile(r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)")
 
 

@@ -137,10 +137,13 @@ def likely_causes(
     if "cpu.logical_cores" in by_field and threads == recorded_threads:
         c = by_field["cpu.logical_cores"]
         causes.append(f"{c['here']} logical cores here vs {c['built']} at build")
-    return causes or [
-        "no difference in the runtime, environment or hardware was found: suspect the model's own "
-        "nondeterminism, or reference outputs altered before the manifest was written"
-    ]
+    return causes or [NO_DIFFERENCE]
+
+
+NO_DIFFERENCE = (
+    "no difference in the runtime, environment or hardware was found: suspect the model's own "
+    "nondeterminism, or reference outputs altered before the manifest was written"
+)
 
 
 def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison], strict: bool) -> str:
@@ -291,7 +294,8 @@ def verify(
     parity, passed, note = _parity(manifest, verdict, passed, strict)
     return finish(
         proven=proven, parity=parity,
-        verdict=verdict, passed=passed, outputs=outputs, causes=[] if verdict == "identical" else causes,
+        verdict=verdict, passed=passed, outputs=outputs,
+        causes=[] if verdict == "identical" or (verdict == "error" and causes == [NO_DIFFERENCE]) else causes,
         environment=env_diff, build_env_compared=full,
         message=(message or _summary(verdict, passed, outputs, strict)) + _overridden(overrides) + note,
     )  # fmt: skip

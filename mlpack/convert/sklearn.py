@@ -225,6 +225,42 @@ def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[s
     return probes
 
 
+# Text: scikit-learn lowercases with str.lower and tokenises with (?u)\b\w\w+\b, Unicode throughout. skl2onnx
+# writes a StringNormalizer without a locale (onnxruntime then needs en_US.UTF-8, absent from C.UTF-8 machines
+# and slim images) and an ASCII token pattern (words with accents vanish). mlpack names C.UTF-8, which glibc
+# 2.35+ builds in and whose case mapping is Unicode's, and the Unicode equivalent of the default pattern.
+TEXT_LOCALE = "C.UTF-8"
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+UNICODE_TOKENS = r"[\p{L}\p{N}_]{2,}"  # RE2: runs of 2+ letters, digits or "_", as Python's \w\w+ finds them
+
+
+def _vectorizer(model: Any) -> Any:
+    """The CountVectorizer/TfidfVectorizer a model starts with (it takes one document per row), or None."""
+    while hasattr(model, "steps"):
+        model = model.steps[0][1]
+    return model if any(c.__name__ == "CountVectorizer" for c in type(model).__mro__) else None
+
+
+def _final(model: Any) -> Any:
+    while hasattr(model, "steps"):
+        model = model.steps[-1][1]
+    return model
+
+
+def _conversion_options(model: Any) -> dict[Any, Any] | None:
+    """Classifiers give tensors, not ZipMaps; a text vectorizer gets the locale and token pattern above."""
+    vectorizer = _vectorizer(model)
+    if vectorizer is None:
+        return {"zipmap": False} if hasattr(model, "predict_proba") else None
+    text: dict[str, Any] = {"locale": TEXT_LOCALE}
+    if vectorizer.analyzer == "word" and vectorizer.token_pattern == DEFAULT_TOKEN_PATTERN:
+        text["tokenexp"] = UNICODE_TOKENS
+    options: dict[Any, Any] = {type(vectorizer): text}
+    if hasattr(model, "predict_proba"):
+        options[type(_final(model))] = {"zipmap": False}
+    return options
+
+
 ML_OPSET_MAX = 3  # the newest ai.onnx.ml opset skl2onnx's tree converters write and onnxruntime 1.18+ runs
 
 
@@ -270,12 +306,20 @@ class SklearnConverter:
                 raise UsageError(
                     f"The sample has shape {array.shape} but the model expects rows of {expected} features."
                 )
-            if array.dtype.kind in "USO":
+            if _vectorizer(model) is not None:  # text: one document per row
+                if array.dtype.kind not in "UO" or array.ndim > 2 or (array.ndim == 2 and array.shape[1] != 1):
+                    raise UsageError(
+                        f"This model takes text, one document per row; the sample holds {array.dtype} in shape "
+                        f"{list(array.shape)}: give strings of shape [rows] or [rows, 1]."
+                    )
+                example = array.astype(str).reshape(-1, 1)
+            elif array.dtype.kind in "USO":
                 held = "objects" if array.dtype.kind == "O" else "strings"
                 raise UsageError(f"This model takes numbers; the sample holds {held}.")
-            example, cast = narrow(array, options.precision)
-            if cast:
-                casts["X"] = cast
+            else:
+                example, cast = narrow(array, options.precision)
+                if cast:
+                    casts["X"] = cast
         else:
             require("pandas", "sklearn")
             if set(sample) == {""} and columns and sample[""].ndim == 2 and sample[""].shape[1] == len(columns):
@@ -307,14 +351,26 @@ class SklearnConverter:
                     model,
                     example[:1],
                     target_opset={"": options.opset, "ai.onnx.ml": ml_opset},
-                    options={"zipmap": False} if hasattr(model, "predict_proba") else None,  # tensors, not maps
+                    options=_conversion_options(model),
                 )
                 break
             except Exception as exc:
                 if "ai.onnx.ml" in str(exc) and ml_opset < ML_OPSET_MAX:
                     continue  # the model needs a newer ai.onnx.ml: try the next
                 raise conversion_failed(f"skl2onnx could not convert {type(model).__name__}", exc) from None
-        details = {"tool": "skl2onnx", "precision": options.precision, "ai_onnx_ml_opset": ml_opset}
+        details: dict[str, Any] = {
+            "tool": "skl2onnx",
+            "precision": options.precision,
+            "ai_onnx_ml_opset": ml_opset,
+        }
+        locales = {a.s.decode() for n in onx.graph.node if n.op_type == "StringNormalizer" for a in n.attribute
+                   if a.name == "locale"}  # fmt: skip
+        if locales:
+            details["locale"] = sorted(locales)[0]
+            details["note"] = (
+                f"this model lowercases text with onnxruntime's StringNormalizer, which needs the locale "
+                f"{details['locale']} wherever it runs (glibc 2.35+ has it built in; musl and Windows do not)"
+            )
         return Converted(model=onx, input_cast=casts, details=details)
 
     def one_input_per_column(self, model: Any) -> bool:
@@ -325,6 +381,8 @@ class SklearnConverter:
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         data: Any = _frame(model, feeds) if needs_frame(model) else next(iter(feeds.values()))
+        if _vectorizer(model) is not None:
+            data = np.asarray(data).reshape(-1)  # documents, one per row
 
         def run(data: Any) -> list[Any]:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
