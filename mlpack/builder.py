@@ -7,11 +7,14 @@ timings → reference files, hardware profile, locks → manifest hashing every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpack import __version__, clock, compare, hardware, locks, options, parity, reference, timing
-from mlpack.convert import Converted, Converter, ConvertOptions, Trust, default_tolerances, find_converter
+from mlpack.convert import (
+    Converted,
+    Converter,
+    ConvertOptions,
+    Trust,
+    default_tolerances,
+    find_converter,
+    write_log,
+)
 from mlpack.convert import load_model_file as load_family_file
 from mlpack.convert.canonical import canonicalise, serialise, write_model
 from mlpack.convert.onnx_model import load_onnx
@@ -174,13 +185,14 @@ def build(
     if opts.dynamic and (converter.name != "torch" or onnx is not None):
         raise UsageError("Dynamic axes (--dynamic, dynamic_shapes=) apply to PyTorch models that mlpack exports.")
     convert_options = ConvertOptions(opts.opset, opts.precision, opts.dynamic)
-    converted, conversion_s = _convert(converter, native, arrays, convert_options, onnx)
+    with _warnings_summarised(say):
+        converted, conversion_s = _convert(converter, native, arrays, convert_options, onnx)
     if "note" in converted.details:  # also in the manifest's source details
         say(f"note: {converted.details['note']}")
     job = Job(opts, package_name, source_file, native, converter, converted, canonicalise(converted.model),
               conversion_s, onnx is not None, resolve, timings, accept_parity, say, expected, proving,
               accept_machines)  # fmt: skip
-    with staging(target, force, "another --out or version") as folder:
+    with staging(target, force, "another --out or version") as folder, _warnings_summarised(say):
         _fill(folder, job, arrays)
     return open_package(target)
 
@@ -309,6 +321,28 @@ def _prove(folder: Path, job: Job) -> tuple[dict[str, Any], ...]:
     if failed and not job.accept_machines:
         raise MachineError(machines.failure_message(failed), list(evidence))
     return evidence
+
+
+@contextlib.contextmanager
+def _warnings_summarised(say: Progress) -> Iterator[None]:
+    """Warnings that converters and native models raise (skl2onnx, torch, scikit-learn's feature-name notes)
+    are collected, not streamed: one line says how many of which kinds, and a log file holds them all."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            if caught:
+                kinds = Counter(
+                    f"{w.category.__name__}: {str(w.message).strip().splitlines()[0][:160]}" for w in caught
+                )
+                text = "\n".join(f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}" for w in caught)
+                log = write_log("warnings", text + "\n")
+                (common, times), *_ = kinds.most_common(1)
+                say(
+                    f"note: {len(caught)} warning(s) of {len(kinds)} kind(s) from the converter and the native model, "
+                    f"most often ({times}x) {common}" + (f"; all of them in {log}" if log else "")
+                )
 
 
 def _convert(

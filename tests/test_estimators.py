@@ -164,3 +164,53 @@ def test_trees_after_a_scaler_that_float32_moves_across_thresholds_are_refused_a
         mlpack.build(model, sample=x[:100], out=tmp_path, resolve=False, timings=False)
     assert "a few rows land on the other side of a threshold" in refused.value.message
     assert "--accept-parity" not in refused.value.message
+
+
+@pytest.mark.filterwarnings("ignore:Input .* cast to float32")
+def test_xgboost_fitted_on_a_dataframe_converts_with_its_column_names(tmp_path: Path, cli: CliRunner) -> None:
+    """onnxmltools reads only f0, f1, ... names: a model fitted on named columns converts (names set aside
+    for the conversion and given back), from the object and from its saved Booster with a CSV."""
+    import pandas as pd
+    import xgboost as xgb
+
+    columns = ["age", "income", "score"]
+    x = pd.DataFrame(np.random.default_rng(8).normal(size=(300, 3)), columns=columns)
+    model = xgb.XGBClassifier(n_estimators=10).fit(x, (x.age + x.income > 0).astype(int))
+    package = mlpack.build(model, x.head(40), name="named", out=tmp_path, resolve=False, timings=False)
+    assert model.get_booster().feature_names == columns  # the user's model is given back as it was
+    fresh = pd.DataFrame(np.random.default_rng(9).normal(size=(100, 3)), columns=columns)
+    got = mlpack.load(package.path).predict(fresh)
+    np.testing.assert_array_equal(got["label"].ravel(), model.predict(fresh))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(fresh), atol=1e-5)
+
+    model.get_booster().save_model(tmp_path / "booster.json")
+    fresh.to_csv(tmp_path / "rows.csv", index=False)
+    built = cli("build", tmp_path / "booster.json", "--sample", tmp_path / "rows.csv", "--out", tmp_path / "dist",
+                "--no-resolve", "--no-timings")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    golden = np.load(tmp_path / "dist" / "booster-1" / "reference" / "outputs.npz")
+    np.testing.assert_allclose(golden["probabilities"][:, 1], model.predict_proba(fresh)[:, 1], atol=1e-5)
+
+
+def test_warnings_during_a_build_are_summarised_once_with_a_log(tmp_path: Path, cli: CliRunner) -> None:
+    """LightGBM warns on every native call with an unnamed matrix (82 times in one build): the CLI prints
+    one line saying how many of which kind, and the log it names holds each; none is streamed."""
+    import re
+
+    import joblib
+    import lightgbm as lgb
+    import pandas as pd
+
+    x = pd.DataFrame(np.random.default_rng(10).normal(size=(200, 3)), columns=["a", "b", "c"])
+    model = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(x, (x.a > 0).astype(int))
+    x.head(20).to_csv(tmp_path / "rows.csv", index=False)
+    joblib.dump(model, tmp_path / "model.joblib")
+    built = cli("build", tmp_path / "model.joblib", "--trust-pickle", "--sample", tmp_path / "rows.csv",
+                "--out", tmp_path / "dist", "--no-resolve")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    output = built.stdout + built.stderr
+    assert output.count("UserWarning") == 1  # in the one summary line
+    notes = re.findall(r"note: (\d+) warning\(s\) of 1 kind\(s\).*?all of them in (\S+\.log)", output)
+    assert len(notes) == 1, output
+    count, log = int(notes[0][0]), Path(notes[0][1])
+    assert count > 1 and len(log.read_text().splitlines()) == count

@@ -179,7 +179,7 @@ CASES: dict[str, Case] = {
             [("y", T.STRING, ["N"])],
         ),
         {"x": np.array(["A", "B"])},
-        refused=(4, "configure locales (in onnxruntime's string_normalizer)"),
+        refused=(4, "needs the locale xx_YY, and this machine lacks it"),
     ),
     "a reshape that fails on the sample": Case(
         make(

@@ -159,26 +159,30 @@ def load_model_file(path: Path, trust: Trust = Trust()) -> Any:
 def conversion_failed(what: str, exc: BaseException) -> ConversionError:
     """A converter's failure in one sentence (its first line, capped), with the whole text (some converters
     put a model's every tree in the message) written to a log file that the sentence names."""
-    import time
     import traceback
-
-    from mlpack.options import cache_dir
 
     text = "".join(traceback.format_exception(exc))
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     first = first if len(first) <= 300 else first[:300] + "…"
+    log = write_log("convert", f"{what}\n\n{text}")
+    return ConversionError(f"{what}: {first}" + (f" (the whole message: {log})" if log else ""))
+
+
+def write_log(kind: str, text: str) -> Path | None:
+    """A text too long for the terminal, kept in ~/.cache/mlpack/logs/KIND-TIME-XXXX.log; None if unwritable."""
+    import tempfile
+    import time
+
+    from mlpack.options import cache_dir
+
     try:
         folder = cache_dir("logs")
         folder.mkdir(parents=True, exist_ok=True)
-        import tempfile
-
         handle, name = tempfile.mkstemp(
-            prefix=f"convert-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log", dir=folder
+            prefix=f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log", dir=folder
         )
         with os.fdopen(handle, "w") as out:
-            out.write(f"{what}\n\n{text}")
-        log = Path(name)
-        where = f" (the whole message: {log})"
+            out.write(text)
     except OSError:
-        where = ""
-    return ConversionError(f"{what}: {first}{where}")
+        return None
+    return Path(name)

@@ -384,6 +384,12 @@ class SklearnConverter:
         if _vectorizer(model) is not None:
             data = np.asarray(data).reshape(-1)  # documents, one per row
 
+        columns = _columns(model)
+        if columns and isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == len(columns):
+            import pandas as pd  # fitted on a DataFrame: asked with one, as the user asks it (and no warning)
+
+            data = pd.DataFrame(data, columns=columns)
+
         def run(data: Any) -> list[Any]:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
                 return [model.predict(data), model.predict_proba(data)]
@@ -399,12 +405,19 @@ class SklearnConverter:
             try:
                 results = run(data)
             except ValueError as exc:  # fitted on float64 and strict about it (KMeans): the same values, widened
-                if "dtype" not in str(exc) or not isinstance(data, np.ndarray) or data.dtype != np.float32:
+                if "dtype" not in str(exc) or not _all_float32(data):
                     raise
                 results = run(data.astype(np.float64))
         except ValueError as exc:
             raise UsageError(f"The sample does not fit the model: {exc}") from None
         return {name: np.asarray(result) for name, result in zip(output_names, results, strict=False)}
+
+
+def _all_float32(data: Any) -> bool:
+    dtypes = getattr(data, "dtypes", None)  # a DataFrame's columns, else the array's one dtype
+    return (
+        all(d == np.float32 for d in dtypes) if dtypes is not None else getattr(data, "dtype", None) == np.float32
+    )
 
 
 def _register_boosters(model: Any) -> None:

@@ -7,7 +7,9 @@ checks the scores against the ranker's own predict."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,17 +48,32 @@ class XGBoostConverter(BoostedTrees):
     def booster_predict(model: Any, array: np.ndarray) -> Any:
         import xgboost as xgb
 
-        return model.predict(xgb.DMatrix(array))
+        return model.predict(xgb.DMatrix(array, feature_names=model.feature_names))  # the names it was fitted with
 
     def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
         objective = ranking_objective(model)
         if objective is None:
-            return super().convert(model, sample, options)
+            with _positional_features(model):
+                return super().convert(model, sample, options)
         booster = (model if type(model).__name__ == "Booster" else model.get_booster()).copy()
         booster.set_param({"objective": "reg:squarederror"})  # the same sum of trees, read as a regressor
+        booster.feature_names = None
         converted = super().convert(booster, sample, options)
         details = {**converted.details, "objective": objective, "converted_as": "ranking scores, one per row"}
         return replace(converted, details=details)
+
+
+@contextlib.contextmanager
+def _positional_features(model: Any) -> Iterator[None]:
+    """onnxmltools reads features only as f0, f1, ...: a model fitted on a DataFrame (features named after its
+    columns) converts with its names set aside for the conversion, then given back."""
+    booster = model if type(model).__name__ == "Booster" else model.get_booster()
+    names = booster.feature_names
+    booster.feature_names = None
+    try:
+        yield
+    finally:
+        booster.feature_names = names
 
 
 def ranking_objective(model: Any) -> str | None:
