@@ -223,32 +223,53 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
     except OSError as exc:  # the cache cannot be written, a tool vanished: still a row, so the others report
         message = f"preparing {name} failed: {exc.strerror or exc} ({exc.filename or 'no file'})"
         return MachineResult(name, "-", "error", False, 4, message, seconds=time.perf_counter() - started)
-    how = runner.how
-    argv = [*runner.argv, "-m", "mlpack.machines", str(path),
-            *(["--strict"] if strict else []), *(["--threads", str(threads)] if threads else [])]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **runner.env}
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
-    except subprocess.TimeoutExpired:
-        return MachineResult(name, how, "error", False, 4, f"verify under {how} did not finish in 15 minutes.",
-                             runtime=runner.runtime)  # fmt: skip
-    try:
-        report = json.loads(done.stdout)
-    except json.JSONDecodeError:  # died before it could answer (an illegal instruction, say)
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
-        return MachineResult(name, how, "error", False, 4, f"verify under {how} failed: {last}",
-                             seconds=time.perf_counter() - started, runtime=runner.runtime)  # fmt: skip
-    if "verdict" not in report:  # refused before judging: {"error": sentence, "exit_code": n}
-        return MachineResult(name, how, "error", False, int(report.get("exit_code", 4)), str(report.get("error")),
-                             seconds=time.perf_counter() - started, runtime=runner.runtime)  # fmt: skip
-    verdict = report["verdict"]
-    causes = list(report.get("causes", []))
-    if verdict not in ("identical", "tampered"):
+    from mlpack.verifier import verify
+
+    reported: dict[str, Any] = {}  # what the class's own process says of itself (its onnxruntime)
+
+    def replay(package: Any, settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return _replay_in(runner, package, settings, reported)
+
+    # only the replay runs emulated (with the hardware profile the class sees); integrity, diffs, judging here
+    report = verify(path, strict=strict, threads=threads, replay=replay)
+    causes = list(report.causes)
+    if report.verdict not in ("identical", "tampered", "error"):
         # under emulation /proc/cpuinfo still shows the host: the class itself is the difference that matters
         causes = [machine.kernels, *(c for c in causes if not c.startswith("no difference"))]
-    return MachineResult(name, how, verdict, bool(report["passed"]), int(report["exit_code"]), str(report["message"]),
-                         list(report.get("outputs", [])), causes, time.perf_counter() - started,
-                         runner.runtime, str(report.get("onnxruntime", "")), dict(report.get("proven") or {}))  # fmt: skip
+    return MachineResult(name, runner.how, report.verdict, report.passed, report.exit_code, report.message,
+                         [c.to_dict() for c in report.outputs], causes, time.perf_counter() - started,
+                         runner.runtime, reported.get("onnxruntime", ""), dict(report.proven or {}))  # fmt: skip
+
+
+def _replay_in(
+    runner: Runner, package: Any, settings: Any, reported: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The golden inputs run by ``python -m mlpack.machines --replay`` in the class's interpreter; its outputs
+    come back as an .npz, with the hardware profile the libraries saw there (numpy's CPU features show the
+    emulated CPU). Whatever stops it is a RuntimeEnvironmentError naming the class's emulator."""
+    import tempfile
+
+    from mlpack.fileio import load_npz
+    from mlpack.manifest import to_json
+
+    with tempfile.TemporaryDirectory(prefix="mlpack-replay-") as scratch:
+        out = Path(scratch) / "outputs.npz"
+        argv = [*runner.argv, "-m", "mlpack.machines", "--replay", str(package.path), str(out),
+                json.dumps(to_json(settings))]  # fmt: skip
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", **runner.env}
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
+        except subprocess.TimeoutExpired:
+            raise RuntimeEnvironmentError(f"the replay under {runner.how} did not finish in 15 minutes.") from None
+        try:
+            answer = json.loads(done.stdout)
+        except json.JSONDecodeError:  # died before it could answer (an illegal instruction, say)
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
+            raise RuntimeEnvironmentError(f"the replay under {runner.how} failed: {last}") from None
+        reported.update(answer)
+        if "error" in answer:
+            raise RuntimeEnvironmentError(f"under {runner.how}: {answer['error']}")
+        return load_npz(out), dict(answer.get("hardware") or {})
 
 
 def verify_matrix(
@@ -318,20 +339,30 @@ def failure_message(failed: Sequence[MachineResult]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m mlpack.machines PKG [--strict] [--threads N]``: what an emulated machine runs. verify's
-    JSON on stdout, with nothing imported but the verifier, numpy and onnxruntime: another architecture's
-    interpreter carries only the runtime's wheels and this mlpack."""
-    from mlpack.verifier import verify
+    """``python -m mlpack.machines --replay PKG OUT.npz SETTINGS``: what an emulated machine runs. It replays
+    the golden inputs with the session settings given (JSON) and writes the outputs to OUT.npz, printing
+    {"onnxruntime": version, "hardware": the profile seen here} (or {"error": sentence}); nothing is imported but the package reader, numpy and
+    onnxruntime, since another architecture's interpreter carries only the runtime's wheels and this mlpack."""
+    from mlpack.fileio import npz_bytes
+    from mlpack.manifest import SessionSettings
+    from mlpack.package import open_package
+    from mlpack.reference import replay_golden
 
-    strict = "--strict" in argv
-    threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else None
+    if len(argv) != 4 or argv[0] != "--replay":
+        print(json.dumps({"error": "usage: python -m mlpack.machines --replay PKG OUT.npz SETTINGS"}))
+        return 2
     try:
-        report = verify(argv[0], strict=strict, threads=threads)
+        given = json.loads(argv[3])
+        settings = SessionSettings(**{**given, "providers": tuple(given["providers"])})
+        outputs, _ = replay_golden(open_package(argv[1]), settings)
+        Path(argv[2]).write_bytes(npz_bytes(outputs))
     except MlpackError as exc:
-        print(json.dumps({"error": exc.message, "exit_code": exc.exit_code}))
+        print(json.dumps({"error": exc.message, "onnxruntime": version("onnxruntime")}))
         return exc.exit_code
-    print(json.dumps({**report.to_dict(), "onnxruntime": version("onnxruntime")}))
-    return report.exit_code
+    from mlpack.hardware import profile
+
+    print(json.dumps({"onnxruntime": version("onnxruntime"), "hardware": profile(blas=False)}))
+    return 0
 
 
 if __name__ == "__main__":

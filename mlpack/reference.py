@@ -8,13 +8,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlpack.errors import RuntimeEnvironmentError, UsageError
 from mlpack.manifest import SessionSettings, TensorSpec
 from mlpack.tensors import BFLOAT16, LABEL_TYPES
+
+if TYPE_CHECKING:
+    from mlpack.package import Package
 
 
 def replay_settings(recorded: SessionSettings, threads: int | None = None) -> SessionSettings:
@@ -43,6 +46,17 @@ def _ort() -> Any:
         raise RuntimeEnvironmentError(f"onnxruntime is installed here but could not be imported: {exc}") from None
     onnxruntime.set_default_logger_severity(4)  # mlpack reports failures itself, in one sentence
     return onnxruntime
+
+
+def replay_golden(package: Package, settings: SessionSettings) -> tuple[dict[str, np.ndarray], None]:
+    """What this machine gives for a package's golden inputs with the given options (and None: the hardware
+    is this machine's). Kept light: an emulated machine class imports this and little else."""
+    from mlpack.fileio import load_npz
+
+    manifest, root = package.manifest, package.path
+    session = open_session(root / manifest.model.file, settings)
+    feeds = load_npz(root / manifest.reference.inputs)
+    return run(session, feeds, manifest.reference.row_batches, manifest.reference.runs), None
 
 
 def open_session(model: bytes | Path, settings: SessionSettings, *, keep_memory: bool = True) -> Any:

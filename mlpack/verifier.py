@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mlpack import compare, environment, hardware, reference
 from mlpack.errors import IntegrityError, MlpackError, UsageError
@@ -182,19 +184,14 @@ def _environment_diff(package: Package, with_build_lock: bool) -> dict[str, list
     return environment.diff(pins, build_lock, environment.installed(fingerprint=set(pins)))
 
 
-def _hardware_diff(package: Package) -> list[dict[str, Any]]:
+def _hardware_diff(package: Package, seen: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     built_file = package.path / HARDWARE
     built_profile = json.loads(built_file.read_text()) if built_file.is_file() else {}
-    return hardware.diff(built_profile, hardware.profile(blas=False)) if built_profile else []
+    return hardware.diff(built_profile, seen or hardware.profile(blas=False)) if built_profile else []
 
 
-def _replay(package: Package, settings: SessionSettings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The golden outputs, and what this machine gives for the golden inputs with the given options."""
-    manifest, root = package.manifest, package.path
-    session = reference.open_session(root / manifest.model.file, settings)
-    feeds = load_npz(root / manifest.reference.inputs)
-    expected = load_npz(root / manifest.reference.outputs)
-    return expected, reference.run(session, feeds, manifest.reference.row_batches, manifest.reference.runs)
+# golden inputs in, outputs out, and the hardware profile they ran on (None: this machine)
+Replay = Callable[[Package, SessionSettings], tuple[dict[str, np.ndarray], dict[str, Any] | None]]
 
 
 def override_tolerances(
@@ -241,8 +238,12 @@ def verify(
     atol: Mapping[str, float] | None = None,
     rtol: Mapping[str, float] | None = None,
     save_outputs: str | Path | None = None,
+    replay: Replay = reference.replay_golden,
 ) -> Report:
     """Verify a package on this machine and return the report (raises only when it is not a package).
+
+    ``replay`` runs the golden inputs and says on what hardware where that is not this machine's
+    (``machines.verify_on`` runs them in an emulated machine class, and judges here).
 
     ``atol``/``rtol`` override the recorded tolerances for this run, keyed by output name or kind ("" for
     every float output); the report lists the overrides. ``save_outputs`` writes what this machine gave for
@@ -259,15 +260,15 @@ def verify(
     manifest = package.manifest
     tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
     report = replace(report, tolerance_overrides=overrides)
-    env_diff, hw_diff = _environment_diff(package, full), _hardware_diff(package)
+    env_diff = _environment_diff(package, full)
     settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
     settings = reference.replay_settings(settings, threads)
-    causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
-    report = replace(report, hardware=hw_diff, session=to_json(settings))
     outputs: list[compare.OutputComparison] = []
+    seen: dict[str, Any] | None = None  # the hardware the replay ran on, where it is not this machine's
     try:
-        expected, actual = _replay(package, settings)
+        expected = load_npz(package.path / manifest.reference.outputs)
+        actual, seen = replay(package, settings)
     except IntegrityError as exc:  # golden data that lies about its size: as bad as a changed file
         message, verdict = exc.message, "tampered"
     except MlpackError as exc:
@@ -281,10 +282,15 @@ def verify(
         outputs = compare.compare(expected, actual, manifest.kinds, tolerances)
         verdict = compare.verdict(outputs)
         message = ""
+    hw_diff = _hardware_diff(package, seen)
+    causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
+    report = replace(report, hardware=hw_diff, session=to_json(settings))
     if not full and (verdict != "identical" or env_diff["runtime"]):
         full, env_diff = True, _environment_diff(package, True)  # now there is something to explain
     passed = _passes(verdict, strict)
-    proven = _proven(manifest.machines, verdict, outputs)
+    proven = _proven(
+        manifest.machines, verdict, outputs, (seen or {}).get("cpu", {}).get("level") or hardware.level()
+    )
     if proven and not proven["matches"]:
         causes = [
             *causes,
@@ -319,12 +325,12 @@ def _parity(manifest: Any, verdict: str, passed: bool, strict: bool) -> tuple[di
     )
 
 
-def _proven(recorded: Any, verdict: str, outputs: list[compare.OutputComparison]) -> dict[str, Any]:
+def _proven(recorded: Any, verdict: str, outputs: list[compare.OutputComparison], here: str) -> dict[str, Any]:
     if not recorded or verdict in ("error", "tampered"):
         return {}
     from mlpack.machines import against_evidence
 
-    return against_evidence(recorded, hardware.level(), verdict, [c.to_dict() for c in outputs])
+    return against_evidence(recorded, here, verdict, [c.to_dict() for c in outputs])
 
 
 def _opened(
