@@ -141,6 +141,7 @@ def build(
     progress: Progress | None = None,
     machines: Sequence[str] | str | None = None,
     accept_machines: bool = False,
+    sign_key: str | Path | None = None,
 ) -> Package:
     """Package a trained model with golden outputs, locks and a hardware profile; return the package.
 
@@ -148,16 +149,21 @@ def build(
     ignores it), then from the defaults in ``mlpack.options``. ``onnx`` takes your own ONNX export of a
     native model (path, bytes or ModelProto): mlpack then checks its parity instead of converting.
     ``machines`` replays the golden inputs on those machine classes (emulated) and records the outcome in
-    the manifest; a class where they do not hold fails the build unless ``accept_machines``.
+    the manifest; a class where they do not hold fails the build unless ``accept_machines``. ``sign_key`` (an
+    EC private key) signs the package (``mlpack.sig``) as the last step, before it is published.
     """
     opts = options.merge(
         dict(model=model, sample=sample, name=name, version=version, out=out, trust_pickle=trust_pickle,
              tolerances=tolerances, threads=threads, opset=opset, precision=precision, index_url=index_url,
              lineage=lineage, max_rows=max_rows, dynamic=dynamic_shapes,
-             machines=None if machines is None else options.machine_names(machines)),
+             machines=None if machines is None else options.machine_names(machines), sign_key=sign_key),
         project=project,
     )  # fmt: skip
     say = Steps(progress)
+    if opts.sign_key is not None:  # a key that cannot sign is refused before any work
+        from mlpack import signing
+
+        signing.check_private_key(opts.sign_key)
     proving = _machines_to_prove(opts.machines)
     source_file = Path(opts.model) if isinstance(opts.model, (str, Path)) else None
     native = load_family_file(source_file, Trust(opts.trust_pickle, trusted_types)) if source_file else opts.model
@@ -194,6 +200,11 @@ def build(
               accept_machines)  # fmt: skip
     with staging(target, force, "another --out or version") as folder, _warnings_summarised(say):
         _fill(folder, job, arrays)
+        if opts.sign_key is not None:
+            from mlpack import signing
+
+            say("signing the package")
+            signing.sign(folder, opts.sign_key)
     return open_package(target)
 
 

@@ -68,6 +68,8 @@ class BuildOptions:
     trust_pickle: bool = False
     dynamic: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # input -> {axis: dimension name}
     machines: tuple[str, ...] = ()  # machine classes to replay on at build, recorded as evidence
+    sign_key: str | Path | None = None  # an EC private key: the build signs the package as its last step
+    verify_key: str | Path | None = None  # [tool.mlpack] verify-key, for verify (unused by the build)
 
     def validate(self) -> BuildOptions:
         if self.model is None or self.sample is None:
@@ -172,9 +174,9 @@ def _check_tolerances(tolerances: Any) -> None:
 FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "model": str, "sample": str, "name": str, "version": str, "out": str, "trust-pickle": bool,
     "threads": int, "opset": int, "index-url": str, "tolerances": (dict, float, int), "lineage": dict,
-    "max-rows": int, "precision": str, "machines": list,
+    "max-rows": int, "precision": str, "machines": list, "sign-key": str, "verify-key": str,
 }  # fmt: skip
-PATH_KEYS = ("model", "sample", "out")
+PATH_KEYS = ("model", "sample", "out", "sign-key", "verify-key")
 
 
 def find_pyproject(start: Path) -> Path | None:

@@ -17,6 +17,7 @@ from mlpack.fileio import sha256_bytes, sha256_file
 from mlpack.manifest import NAME_PATTERN, Manifest
 
 MANIFEST = "mlpack.json"
+SIGNATURE = "mlpack.sig"  # an OpenSSF Model Signing bundle over every other file (mlpack sign)
 MODEL = "model.onnx"
 INPUTS = "reference/inputs.npz"
 OUTPUTS = "reference/outputs.npz"
@@ -109,7 +110,7 @@ def check_integrity(package: Package) -> list[Problem]:
             continue
         for filename in filenames:
             relative = (folder / filename).as_posix()
-            if relative not in listed and relative != MANIFEST:
+            if relative not in listed and relative not in (MANIFEST, SIGNATURE):
                 problems.append(Problem(relative, "extra", "present but not listed in the manifest"))
     return problems
 

@@ -86,6 +86,11 @@ def render_verify(report: Report) -> str:
             lines.append(f"      … {len(report.integrity) - 20} more (--json lists all)")
     else:
         lines.append("  integrity    every file matches the manifest")
+    if report.signature:
+        status = report.signature.get("status", "")
+        lines.append(
+            f"  signature    {'FAILED' if status == 'failed' else status}: {report.signature.get('detail', '')}"
+        )
     if report.judged == "saved" and report.verdict != "tampered":
         lines.append("  judged       saved outputs against the golden outputs (the model was not run here)")
     elif report.verdict != "tampered":

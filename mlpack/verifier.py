@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ class Report:
     seconds: float = 0.0
     proven: dict[str, Any] = field(default_factory=dict)  # this machine's class against build --machines evidence
     parity: dict[str, Any] = field(default_factory=dict)  # the build's parity: status, and any disagreement
+    signature: dict[str, str] = field(default_factory=dict)  # status (verified/unsigned/unchecked), detail
 
     @property
     def exit_code(self) -> int:
@@ -85,6 +86,7 @@ class Report:
             "judged": self.judged,
             "proven": self.proven,
             "parity": self.parity,
+            "signature": self.signature,
         }
 
 
@@ -239,6 +241,9 @@ def verify(
     rtol: Mapping[str, float] | None = None,
     save_outputs: str | Path | None = None,
     replay: Replay = reference.replay_golden,
+    key: str | Path | None = None,
+    certificate_chain: Sequence[str | Path] = (),
+    require_signature: bool = False,
 ) -> Report:
     """Verify a package on this machine and return the report (raises only when it is not a package).
 
@@ -247,13 +252,25 @@ def verify(
 
     ``atol``/``rtol`` override the recorded tolerances for this run, keyed by output name or kind ("" for
     every float output); the report lists the overrides. ``save_outputs`` writes what this machine gave for
-    the golden inputs to an .npz, which ``judge_saved`` (``mlpack compare``) can judge later."""
+    the golden inputs to an .npz, which ``judge_saved`` (``mlpack compare``) can judge later.
+
+    The signature (``mlpack.sig``) is checked first, with ``key`` (a public key) or ``certificate_chain``: one
+    that fails, or none when ``require_signature``, makes the package tampered."""
     started = time.perf_counter()
     package, report, problems = _opened(path, strict, expect_digest=expect_digest)
 
     def finish(**fields: Any) -> Report:
         return replace(report, seconds=time.perf_counter() - started, **fields)
 
+    from mlpack import signing
+
+    try:
+        signature = signing.check(package.path, key=key, chain=certificate_chain, required=require_signature)
+    except IntegrityError as exc:
+        return finish(
+            verdict="tampered", message=exc.message, signature={"status": "failed", "detail": exc.message}
+        )
+    report = replace(report, signature=signature.to_dict())
     if problems:
         return finish(**_tampered(problems))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -118,6 +119,14 @@ def build(
         bool,
         typer.Option(help="Package even if the outputs do not hold on a --machines class; the manifest says so."),
     ] = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PRIVATE.pem",
+            help="Sign the package (mlpack.sig, OpenSSF model signing) with this EC private key as the build's "
+            "last step. Default: [tool.mlpack] sign-key.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -145,6 +154,7 @@ def build(
             lineage=parse_lineage(lineage) if lineage else None, accept_parity=accept_parity,
             dynamic_shapes=parse_dynamic(dynamic) if dynamic else None, expected=expected,
             progress=progress_printer(quiet, as_json), machines=machines, accept_machines=accept_machines,
+            sign_key=sign_key,
         )  # fmt: skip
         emit(
             {"package": str(package.path), "digest": package.digest, "manifest": package.manifest.to_dict()},

@@ -76,24 +76,48 @@ def verify(
             "verdict decides the exit code.",
         ),
     ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PUBLIC.pem",
+            help="Check the package's signature (mlpack.sig) with this EC public key first; one that fails is "
+            "tampered (exit 3). Default: [tool.mlpack] verify-key.",
+        ),
+    ] = None,
+    certificate_chain: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="CERT.pem", help="Check a certificate-signed package against this chain (repeatable)."
+        ),
+    ] = None,
+    require_signature: Annotated[
+        bool, typer.Option("--require-signature", help="An unsigned package fails as tampered (exit 3).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check integrity, diff environment and hardware, replay golden inputs, and judge the outputs.
+    """Check the signature and integrity, diff environment and hardware, replay golden inputs, and judge the
+    outputs.
 
     Exit codes: 0 identical or equivalent, 1 mismatch (or not identical with --strict), 2 bad input,
-    3 tampered, 4 this environment cannot run the model.
+    3 tampered (files, or a signature that fails), 4 this environment cannot run the model.
     """
 
     def action() -> int:
+        from mlpack.options import from_file
         from mlpack.report import render_verify
         from mlpack.verifier import verify as verify_package
 
+        public = key or from_file().get("verify_key")
         if machine:
+            from mlpack import signing
+
+            signing.check(package, key=public, chain=certificate_chain or (), required=require_signature)
             return across(machine)
 
         report = verify_package(
             package, strict=strict, threads=threads, expect_digest=digest, full=full,
             atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=save_outputs,
+            key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
         )  # fmt: skip
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
