@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlpack import __version__, clock, compare, hardware, locks, options, parity, reference, timing
+from mlpack import __version__, bom, clock, compare, hardware, locks, options, parity, reference, timing
+from mlpack.bom import BOM
 from mlpack.convert import (
     Converted,
     Converter,
@@ -296,8 +297,11 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     write_atomic(folder / MANIFEST, canonical_json(manifest.to_dict()))
     if job.machines:  # the package is whole in the staging folder: replay it as each class would
         say(f"replaying the golden inputs on {', '.join(job.machines)} (emulated)")
-        evidence = _prove(folder, job)
-        write_atomic(folder / MANIFEST, canonical_json(replace(manifest, machines=evidence).to_dict()))
+        manifest = replace(manifest, machines=_prove(folder, job))
+    say("writing the bill of materials")
+    write_atomic(folder / BOM, canonical_json(bom.bom(manifest, folder)))
+    manifest = replace(manifest, files={**manifest.files, BOM: sha256_file(folder / BOM)})
+    write_atomic(folder / MANIFEST, canonical_json(manifest.to_dict()))
     say("writing the package")
 
 
