@@ -201,6 +201,8 @@ def build(
               accept_machines)  # fmt: skip
     with staging(target, force, "another --out or version") as folder, _warnings_summarised(say):
         _fill(folder, job, arrays)
+        say("recording provenance" + (" (signed)" if opts.sign_key else ""))
+        _write_provenance(folder, opts, resolve)
         if opts.sign_key is not None:
             from mlpack import signing
 
@@ -303,6 +305,28 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     manifest = replace(manifest, files={**manifest.files, BOM: sha256_file(folder / BOM)})
     write_atomic(folder / MANIFEST, canonical_json(manifest.to_dict()))
     say("writing the package")
+
+
+def _write_provenance(folder: Path, opts: options.BuildOptions, resolve: bool) -> None:
+    """env/provenance.intoto.json about the finished manifest's digest (DSSE-signed with the build's key)."""
+    from mlpack import provenance
+
+    staged = open_package(folder)
+
+    def given(value: Any) -> Any:  # a path as given, an object by its type
+        return (
+            str(value) if isinstance(value, (str, Path)) else f"<{type(value).__module__}.{type(value).__name__}>"
+        )
+
+    parameters = {
+        "model": given(opts.model), "sample": given(opts.sample), "name": staged.name, "version": staged.version,
+        "threads": opts.threads, "opset": opts.opset, "precision": opts.precision, "max_rows": opts.max_rows,
+        "tolerances": json.loads(json.dumps(opts.tolerances, default=str)), "machines": list(opts.machines),
+        "resolve": resolve, "index_url": options.index_url(opts.index_url),
+    }  # fmt: skip
+    document = provenance.statement(staged.manifest, folder, staged.digest, parameters)
+    signed = provenance.envelope(document, opts.sign_key) if opts.sign_key is not None else document
+    write_atomic(folder / provenance.PROVENANCE, canonical_json(signed))
 
 
 def _machines_to_prove(names: Sequence[str]) -> tuple[str, ...]:

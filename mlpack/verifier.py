@@ -23,6 +23,7 @@ from mlpack.manifest import SessionSettings, Tolerance, parity_disagreement, to_
 from mlpack.package import (
     BUILD_LOCK,
     HARDWARE,
+    PROVENANCE,
     RUNTIME_LOCK,
     Package,
     Problem,
@@ -271,6 +272,13 @@ def verify(
             verdict="tampered", message=exc.message, signature={"status": "failed", "detail": exc.message}
         )
     report = replace(report, signature=signature.to_dict())
+    try:  # the provenance, when there is one, must be about this very package (and signed by the key, if given)
+        if (package.path / PROVENANCE).is_file():
+            from mlpack import provenance
+
+            provenance.check_subject(package.path / PROVENANCE, package.digest, key)
+    except IntegrityError as exc:
+        return finish(verdict="tampered", message=exc.message, integrity=problems)
     if problems:
         return finish(**_tampered(problems))
 
