@@ -135,3 +135,40 @@ def check_subject(path: Path, digest: str, key: str | Path | None = None) -> Non
     subjects = [s.get("digest", {}).get("sha256") for s in document.get("subject", [])]
     if digest.removeprefix("sha256:") not in subjects:
         raise IntegrityError(f"The provenance {path} is about another package (subject {subjects}), not {digest}.")
+
+
+TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
+
+
+def test_result(
+    name: str, version: str, digest: str, outcomes: list[tuple[str, str]], passed: bool, machine: dict[str, Any]
+) -> dict[str, Any]:
+    """An in-toto test-result statement about the package digest: each (test, verdict) as passed (identical),
+    warned (equivalent: within tolerance, not bit-identical) or failed, and the machine it ran on."""
+    predicate = {
+        "result": "PASSED" if passed else "FAILED",
+        "configuration": [{"name": "machine", "annotations": machine}],
+        "passedTests": [test for test, verdict in outcomes if verdict == "identical"],
+        "warnedTests": [f"{test}: {verdict}" for test, verdict in outcomes if verdict == "equivalent"],
+        "failedTests": [
+            f"{test}: {verdict}" for test, verdict in outcomes if verdict not in ("identical", "equivalent")
+        ],
+    }
+    return {
+        "_type": STATEMENT,
+        "subject": [{"name": f"{name}-{version}", "digest": {"sha256": digest.removeprefix("sha256:")}}],
+        "predicateType": TEST_RESULT,
+        "predicate": predicate,
+    }
+
+
+def write_attestation(out: str | Path, document: dict[str, Any], key: str | Path | None) -> Path:
+    """The statement at OUT, in a DSSE envelope signed with ``key`` (an EC private key) when one is given."""
+    from mlpack.fileio import write_atomic
+
+    if key is not None:
+        from mlpack.signing import check_private_key
+
+        check_private_key(key)
+    write_atomic(Path(out), canonical_json(envelope(document, key) if key is not None else document))
+    return Path(out)

@@ -76,3 +76,30 @@ def test_a_signed_build_signs_its_provenance_and_verify_holds_it_to_the_package(
     done = cli("verify", packages[0], "--json")
     report = json.loads(done.stdout)
     assert done.returncode == 3 and "about another package" in report["message"]
+
+
+def test_verify_attests_its_result_as_an_in_toto_test_result(
+    package: Path, tmp_path: Path, cli: CliRunner
+) -> None:
+    from google.protobuf.json_format import ParseDict
+    from in_toto_attestation.predicates.test_result.v0 import test_result_pb2
+
+    assert cli("keygen", tmp_path / "key").returncode == 0
+    done = cli("verify", package, "--attest", tmp_path / "passed.json", "--attest-key", tmp_path / "key")
+    assert done.returncode == 0, done.stdout
+    statement = provenance.read(tmp_path / "passed.json", tmp_path / "key.pub")  # DSSE, checked with the key
+    parsed_result = ParseDict(statement["predicate"], test_result_pb2.TestResult())
+    assert parsed_result.result == "PASSED" and sorted(parsed_result.passed_tests) == ["label", "probabilities"]
+    assert statement["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
+    assert statement["subject"][0]["digest"]["sha256"] == mlpack.open_package(package).digest.removeprefix(
+        "sha256:"
+    )
+
+    outputs = package / "reference" / "outputs.npz"
+    outputs.write_bytes(outputs.read_bytes()[:-8] + b"\0" * 8)
+    done = cli("verify", package, "--attest", tmp_path / "failed.json")
+    assert done.returncode == 3
+    failed = json.loads((tmp_path / "failed.json").read_text())  # no key: the statement itself
+    assert failed["predicate"]["result"] == "FAILED" and failed["predicate"]["failedTests"] == [
+        "package: tampered"
+    ]

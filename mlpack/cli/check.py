@@ -93,6 +93,18 @@ def verify(
     require_signature: Annotated[
         bool, typer.Option("--require-signature", help="An unsigned package fails as tampered (exit 3).")
     ] = False,
+    attest: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="OUT.json",
+            help="Write an in-toto test-result statement about the package digest: each output (per machine "
+            "class with --machine) passed, warned (equivalent) or failed, and the machine it ran on.",
+        ),
+    ] = None,
+    attest_key: Annotated[
+        Path | None,
+        typer.Option(metavar="PRIVATE.pem", help="Sign the --attest statement (DSSE) with this EC private key."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the signature and integrity, diff environment and hardware, replay golden inputs, and judge the
@@ -119,8 +131,24 @@ def verify(
             atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=save_outputs,
             key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
         )  # fmt: skip
+        if attest is not None:
+            outcomes = [(c.name, "identical" if c.identical else "equivalent" if c.passed else "mismatch")
+                        for c in report.outputs] or [("package", report.verdict)]  # fmt: skip
+            _attest(report.name, report.version, report.digest, outcomes, report.passed)
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
+
+    def _attest(name: str, version: str, digest: str, outcomes: list[tuple[str, str]], passed: bool) -> None:
+        assert attest is not None  # called only when --attest was given
+        import platform
+        from importlib.metadata import version as installed
+
+        from mlpack import hardware, provenance
+
+        machine = {"architecture": platform.machine(), "level": hardware.level(),
+                   "onnxruntime": installed("onnxruntime"), "mlpack": installed("mlpack")}  # fmt: skip
+        document = provenance.test_result(name, version, digest, outcomes, passed, machine)
+        provenance.write_attestation(attest, document, attest_key)
 
     def across(names: list[str]) -> int:
         from mlpack.cli.common import progress_printer
@@ -133,6 +161,20 @@ def verify(
         matrix = verify_matrix(
             package, names, strict=strict, threads=threads, progress=progress_printer(False, as_json)
         )
+        if attest is not None:
+            from mlpack.package import open_package
+
+            opened = open_package(package)
+            outcomes = [
+                (
+                    f"{r.machine}/{o['name']}",
+                    "identical" if o.get("identical") else "equivalent" if o.get("passed") else "mismatch",
+                )
+                for r in matrix.results
+                for o in r.outputs
+            ]
+            outcomes += [(r.machine, r.verdict) for r in matrix.results if not r.outputs]  # fmt: skip
+            _attest(opened.name, opened.version, opened.digest, outcomes, matrix.passed)
         emit(matrix.to_dict(), as_json, lambda: render_matrix(matrix))
         return matrix.exit_code
 
