@@ -201,8 +201,7 @@ def build(
               accept_machines)  # fmt: skip
     with staging(target, force, "another --out or version") as folder, _warnings_summarised(say):
         _fill(folder, job, arrays)
-        say("recording provenance" + (" (signed)" if opts.sign_key else ""))
-        _write_provenance(folder, opts, resolve)
+        _write_provenance(folder, opts, resolve)  # about the finished manifest: part of writing the package
         if opts.sign_key is not None:
             from mlpack import signing
 
@@ -300,11 +299,10 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     if job.machines:  # the package is whole in the staging folder: replay it as each class would
         say(f"replaying the golden inputs on {', '.join(job.machines)} (emulated)")
         manifest = replace(manifest, machines=_prove(folder, job))
-    say("writing the bill of materials")
+    say("writing the package")
     write_atomic(folder / BOM, canonical_json(bom.bom(manifest, folder)))
     manifest = replace(manifest, files={**manifest.files, BOM: sha256_file(folder / BOM)})
     write_atomic(folder / MANIFEST, canonical_json(manifest.to_dict()))
-    say("writing the package")
 
 
 def _write_provenance(folder: Path, opts: options.BuildOptions, resolve: bool) -> None:

@@ -272,8 +272,8 @@ def verify(
             verdict="tampered", message=exc.message, signature={"status": "failed", "detail": exc.message}
         )
     report = replace(report, signature=signature.to_dict())
-    try:  # the provenance, when there is one, must be about this very package (and signed by the key, if given)
-        if (package.path / PROVENANCE).is_file():
+    try:  # with a key, the provenance must be about this very package (and signed by the key, if it is signed)
+        if key is not None and (package.path / PROVENANCE).is_file():
             from mlpack import provenance
 
             provenance.check_subject(package.path / PROVENANCE, package.digest, key)

@@ -73,7 +73,7 @@ def test_a_signed_build_signs_its_provenance_and_verify_holds_it_to_the_package(
 
     shutil.copy(packages[1] / provenance.PROVENANCE, target)  # another package's (valid, signed) provenance
     (packages[0] / "mlpack.sig").unlink()  # so that only the provenance check can notice
-    done = cli("verify", packages[0], "--json")
+    done = cli("verify", packages[0], "--key", tmp_path / "key.pub", "--json")
     report = json.loads(done.stdout)
     assert done.returncode == 3 and "about another package" in report["message"]
 

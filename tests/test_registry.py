@@ -115,7 +115,7 @@ def test_round_trip_keeps_every_byte_and_verifies(
     local = open_package(built)
     assert pushed.reference == f"{reg.host}/forest:1"  # the tag defaults to the package version
     assert pushed.package_digest == local.digest
-    assert set(pushed.uploaded) == {MANIFEST, *local.manifest.to_dict()["files"]}
+    assert set(pushed.uploaded) == {MANIFEST, *local.manifest.to_dict()["files"], "env/provenance.intoto.json"}
 
     pulled = artifact.pull(f"{reg.host}/forest:1", tmp_path)
 
@@ -124,6 +124,32 @@ def test_round_trip_keeps_every_byte_and_verifies(
     assert files_of(pulled.path) == files_of(built)
     assert [p.name for p in tmp_path.iterdir()] == ["forest-1"]  # no staging folder left beside it
     assert mlpack.verify(pulled.path).verdict == "identical"
+
+
+def test_a_signed_package_travels_with_its_signature_and_provenance(
+    fresh_reg: Registry, package: Path, tmp_path: Path
+) -> None:
+    """mlpack.sig and the provenance are unlisted in mlpack.json: they travel as trust layers, and the pulled
+    package verifies with the key; a signature layer of another media type is refused."""
+    from mlpack import signing
+
+    private, public = signing.keygen(tmp_path / "key")
+    signing.sign(package, private)
+    pushed = artifact.push(package, f"{fresh_reg.host}/signed:1")
+    assert {"mlpack.sig", "env/provenance.intoto.json"} <= set(pushed.uploaded)
+    pulled = artifact.pull(f"{fresh_reg.host}/signed:1", tmp_path / "out")
+    assert files_of(pulled.path) == files_of(package)
+    assert mlpack.verify(pulled.path, key=public, require_signature=True).signature["status"] == "verified"
+
+    manifest = json.loads(requests.get(f"http://{fresh_reg.host}/v2/signed/manifests/1", headers={
+        "Accept": spec.IMAGE_MANIFEST}, timeout=10).content)  # fmt: skip
+    for layer in manifest["layers"]:
+        if layer["annotations"][spec.TITLE] == "mlpack.sig":
+            layer["mediaType"] = spec.FILE_LAYER
+    put_manifest(fresh_reg, "signed", "2", manifest)
+    with pytest.raises(IntegrityError, match=r"carries mlpack\.sig as application/vnd\.mlpack\.file\.v1"):
+        artifact.pull(f"{fresh_reg.host}/signed:2", tmp_path / "refused")
+    assert everything_under(tmp_path / "refused") == []
 
 
 def test_pull_by_digest(reg: Registry, built: Path, pushed: artifact.PushResult, tmp_path: Path) -> None:
@@ -173,16 +199,18 @@ def test_stored_manifest_layout(reg: Registry, built: Path, pushed: artifact.Pus
     assert config.content == config_bytes  # the exact bytes of mlpack.json
 
     files = local.manifest.to_dict()["files"]
-    assert [layer["annotations"]["org.opencontainers.image.title"] for layer in manifest["layers"]] == sorted(
-        files
-    )
+    provenance = "env/provenance.intoto.json"  # about the package, so unlisted: a trust layer after the files
+    assert [layer["annotations"]["org.opencontainers.image.title"] for layer in manifest["layers"]] == [
+        *sorted(files),
+        provenance,
+    ]
     for layer in manifest["layers"]:
         title = layer["annotations"]["org.opencontainers.image.title"]
-        expected_type = (
-            "application/vnd.mlpack.model.onnx" if title == "model.onnx" else "application/vnd.mlpack.file.v1"
-        )
+        expected_type = {"model.onnx": "application/vnd.mlpack.model.onnx",
+                         provenance: "application/vnd.mlpack.trust.v1+json"}.get(title, "application/vnd.mlpack.file.v1")  # fmt: skip
         assert layer["mediaType"] == expected_type
-        assert layer["digest"] == f"sha256:{files[title]}"
+        digest = files[title] if title in files else hashlib.sha256((built / title).read_bytes()).hexdigest()
+        assert layer["digest"] == f"sha256:{digest}"
         assert layer["size"] == (built / title).stat().st_size
     assert manifest["annotations"] == {
         "org.mlpack.package.digest": local.digest,

@@ -8,6 +8,7 @@ every image promises), ``wheels`` (the wheelhouse and mlpack's own wheel), and t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -67,7 +68,10 @@ def render(package: Package, base: str, folder: Path, arch: str = "x86_64") -> C
     cached = runtime_wheels(lock, package.manifest.files[RUNTIME_LOCK][:16], arch)
     shutil.copytree(cached, wheels, dirs_exist_ok=True)
     wheel = mlpack_wheel(wheels)
-    (folder / "Dockerfile").write_text(dockerfile(package, base, wheel))
+    # the RUN step's inputs are bind-mounted, which an engine's layer cache does not see: their digest goes
+    # into the instruction, so a changed mlpack wheel or lock never reuses a layer built from the old ones
+    inputs = hashlib.sha256((wheels / wheel).read_bytes() + b"\0" + lock.read_bytes()).hexdigest()
+    (folder / "Dockerfile").write_text(dockerfile(package, base, wheel, inputs))
     return Context(folder=folder, package=package, mlpack_wheel=wheel)
 
 
@@ -83,7 +87,7 @@ def build_context(package: Package, base: str, keep: Path | None = None) -> Iter
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def dockerfile(package: Package, base: str, wheel: str) -> str:
+def dockerfile(package: Package, base: str, wheel: str, inputs: str = "") -> str:
     """templates/Dockerfile.j2 rendered with the image contract's values for this package."""
     import jinja2
 
@@ -95,7 +99,7 @@ def dockerfile(package: Package, base: str, wheel: str) -> str:
     values = Contract(package.name, VENV_PYTHON).template_values()
     return environment.get_template("Dockerfile.j2").render(
         base=base, name=package.name, version=package.version, digest=package.digest, mlpack_version=__version__,
-        mlpack_wheel=wheel, labels=labels(package), venv=VENV, python=VENV_PYTHON, **values,
+        mlpack_wheel=wheel, labels=labels(package), venv=VENV, python=VENV_PYTHON, inputs=inputs, **values,
     )  # fmt: skip
 
 

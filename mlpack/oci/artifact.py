@@ -8,6 +8,9 @@ The artifact is one OCI image manifest (``artifactType`` = ``application/vnd.mlp
   (``org.opencontainers.image.title``): ``model.onnx`` as ``application/vnd.mlpack.model.onnx``, every
   other file as ``application/vnd.mlpack.file.v1``; layers are the raw bytes, never compressed, so a
   layer digest equals the sha256 the package manifest records for that file;
+- then ``mlpack.sig`` and ``env/provenance.intoto.json`` where the package has them, as
+  ``application/vnd.mlpack.trust.v1+json``: they are about the package, so mlpack.json cannot list them, and
+  each vouches for itself (verify --key checks both);
 - annotations: package digest, name and version (``org.mlpack.package.*``), plus the standard
   ``org.opencontainers.image.created`` and ``org.opencontainers.image.version``.
 
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpack.errors import IntegrityError, UsageError
-from mlpack.fileio import sha256_bytes
+from mlpack.fileio import sha256_bytes, sha256_file
 from mlpack.manifest import Manifest
 from mlpack.oci import spec
 from mlpack.oci.client import Client
@@ -38,6 +41,8 @@ from mlpack.oci.reference import DIGEST, parse_reference
 from mlpack.package import (
     MANIFEST,
     MODEL,
+    PROVENANCE,
+    SIGNATURE,
     Package,
     check_integrity,
     describe_problems,
@@ -90,6 +95,15 @@ def artifact_manifest(package: Package) -> bytes:
             {spec.TITLE: relative},
         )
         for relative, sha256 in sorted(package.manifest.files.items())
+    ] + [
+        spec.descriptor(
+            spec.TRUST_LAYER,
+            f"sha256:{sha256_file(package.path / relative)}",
+            (package.path / relative).stat().st_size,
+            {spec.TITLE: relative},
+        )
+        for relative in TRUST_FILES
+        if (package.path / relative).is_file()
     ]
     annotations = {
         spec.PACKAGE_DIGEST: f"sha256:{sha256_bytes(config)}",
@@ -180,6 +194,9 @@ def pull(ref: str, dest: str | Path, *, force: bool = False, insecure: bool | No
     return open_package(target)
 
 
+TRUST_FILES = (SIGNATURE, PROVENANCE)  # unlisted in mlpack.json, carried as layers of their own
+
+
 def _safe_title(title: str) -> bool:
     parts = title.split("/")
     return (
@@ -255,7 +272,12 @@ def _read_config(data: bytes, layers: Layers, source: str) -> Manifest:
     layer set to be exactly the package's files with their hashes, all before anything is written."""
     manifest = Manifest.from_bytes(data, f"{MANIFEST} of {source}")
     files = manifest.files
-    titles = {title: descriptor["digest"] for title, descriptor in layers}
+    for title, descriptor in layers:
+        if title in TRUST_FILES and descriptor.get("mediaType") != spec.TRUST_LAYER:
+            raise IntegrityError(
+                f"{source} carries {title} as {descriptor.get('mediaType')}: refusing to pull it."
+            )
+    titles = {title: d["digest"] for title, d in layers if not (title in TRUST_FILES and title not in files)}
     missing = sorted(set(files) - set(titles))
     extra = sorted(set(titles) - set(files))
     if missing or extra:

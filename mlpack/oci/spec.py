@@ -25,6 +25,9 @@ ARTIFACT_TYPE = "application/vnd.mlpack.package.v1"
 PACKAGE_CONFIG = "application/vnd.mlpack.manifest.v1+json"
 MODEL_LAYER = "application/vnd.mlpack.model.onnx"
 FILE_LAYER = "application/vnd.mlpack.file.v1"
+# mlpack.sig and env/provenance.intoto.json: about the package, so not listed in its mlpack.json; each vouches
+# for itself (the signature over every file, the provenance by its subject digest)
+TRUST_LAYER = "application/vnd.mlpack.trust.v1+json"
 
 # annotations
 TITLE = "org.opencontainers.image.title"
