@@ -69,6 +69,14 @@ def keygen(out: str | Path, force: bool = False) -> tuple[Path, Path]:
     return private, public
 
 
+def check_arguments(key: str | Path | None, required: bool) -> None:
+    """Refuse, before any work, a public key mlpack cannot use or a required signature with no key."""
+    if required and key is None:
+        raise UsageError("A required signature needs a key to check it: give --key PUBLIC.pem.")
+    if key is not None:
+        _check_key(Path(key), private=False)
+
+
 def check_private_key(path: str | Path) -> None:
     _check_key(Path(path), private=True)
 

@@ -129,17 +129,26 @@ def test_round_trip_keeps_every_byte_and_verifies(
 def test_a_signed_package_travels_with_its_signature_and_provenance(
     fresh_reg: Registry, package: Path, tmp_path: Path
 ) -> None:
-    """mlpack.sig and the provenance are unlisted in mlpack.json: they travel as trust layers, and the pulled
-    package verifies with the key; a signature layer of another media type is refused."""
+    """mlpack.sig and the provenance are unlisted in mlpack.json: they travel as trust layers; pull --key checks
+    the signature before anything is renamed into place; a signature layer of another media type is refused."""
     from mlpack import signing
 
     private, public = signing.keygen(tmp_path / "key")
     signing.sign(package, private)
     pushed = artifact.push(package, f"{fresh_reg.host}/signed:1")
     assert {"mlpack.sig", "env/provenance.intoto.json"} <= set(pushed.uploaded)
-    pulled = artifact.pull(f"{fresh_reg.host}/signed:1", tmp_path / "out")
+    pulled = artifact.pull(f"{fresh_reg.host}/signed:1", tmp_path / "out", key=public, require_signature=True)
     assert files_of(pulled.path) == files_of(package)
     assert mlpack.verify(pulled.path, key=public, require_signature=True).signature["status"] == "verified"
+    _, other = signing.keygen(tmp_path / "other")
+    with pytest.raises(IntegrityError, match="Key mismatch"):  # checked in staging: nothing is renamed in
+        artifact.pull(f"{fresh_reg.host}/signed:1", tmp_path / "foreign", key=other)
+    assert everything_under(tmp_path / "foreign") == []
+    (package / "mlpack.sig").unlink()
+    artifact.push(package, f"{fresh_reg.host}/unsigned:1")
+    with pytest.raises(IntegrityError, match="not signed"):
+        artifact.pull(f"{fresh_reg.host}/unsigned:1", tmp_path / "unsigned", key=public, require_signature=True)
+    assert everything_under(tmp_path / "unsigned") == []
 
     manifest = json.loads(requests.get(f"http://{fresh_reg.host}/v2/signed/manifests/1", headers={
         "Accept": spec.IMAGE_MANIFEST}, timeout=10).content)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,14 +57,26 @@ def pull(
     dest: Annotated[str, typer.Argument(metavar="DIR", help="Folder to put NAME-VERSION in.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace DIR/NAME-VERSION if it exists.")] = False,
     insecure: InsecureOpt = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PUBLIC.pem",
+            help="Check the package's signature with this EC public key before "
+            "anything is renamed into place; one that fails is exit 3.",
+        ),
+    ] = None,
+    require_signature: Annotated[
+        bool, typer.Option("--require-signature", help="Refuse an unsigned package (exit 3); needs --key.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pull a package from an OCI registry; nothing is written unless every byte verifies. Exit 2, 3 or 5 on failure."""
+    """Pull a package from an OCI registry; nothing is written unless every byte verifies (and, with --key, its
+    signature). Exit 2, 3 or 5 on failure."""
 
     def action() -> None:
         from mlpack.oci.artifact import pull as pull_package
 
-        pkg = pull_package(ref, dest, force=force, insecure=insecure)
+        pkg = pull_package(ref, dest, force=force, insecure=insecure, key=key, require_signature=require_signature)
         data = {"path": str(pkg.path), "name": pkg.name, "version": pkg.version, "digest": pkg.digest}
         emit(data, as_json, lambda: f"pulled {ref} to {pkg.path} ({pkg.digest})")
 

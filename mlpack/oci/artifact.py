@@ -159,8 +159,16 @@ def push(package: str | Path, ref: str, *, insecure: bool | None = None) -> Push
     return PushResult(str(written), digest, local.digest, tuple(uploaded), tuple(skipped))
 
 
-def pull(ref: str, dest: str | Path, *, force: bool = False, insecure: bool | None = None) -> Package:
-    """Fetch an artifact into DEST/<name>-<version>; nothing appears there unless every byte verified."""
+def pull(
+    ref: str, dest: str | Path, *, force: bool = False, insecure: bool | None = None,
+    key: str | Path | None = None, require_signature: bool = False,
+) -> Package:  # fmt: skip
+    """Fetch an artifact into DEST/<name>-<version>; nothing appears there unless every byte verified, and,
+    with ``key`` (an EC public key), unless its signature verifies (``require_signature``: and it has one)."""
+    if key is not None or require_signature:  # a key that cannot check anything is refused before the network
+        from mlpack import signing
+
+        signing.check_arguments(key, require_signature)
     source = parse_reference(ref)
     if source.tag is None and source.digest is None:
         raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
@@ -191,6 +199,13 @@ def pull(ref: str, dest: str | Path, *, force: bool = False, insecure: bool | No
                 raise IntegrityError(
                     f"{source} does not verify after download ({describe_problems(problems)}); nothing was written."
                 )
+            if key is not None or require_signature:
+                from mlpack import signing
+
+                try:
+                    signing.check(folder, key=key, required=require_signature)
+                except IntegrityError as exc:
+                    raise IntegrityError(f"{source}: {exc.message} Nothing was written.") from None
     return open_package(target)
 
 
