@@ -11,69 +11,37 @@ against CycloneDX's own 1.6 schema.
 
 from __future__ import annotations
 
-import re
-import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from mlpack import __version__
+from mlpack.environment import build_lock_entries, parse_requirements_lock, requirements_lock_hashes
 from mlpack.manifest import Manifest
 
 BOM = "env/bom.cdx.json"
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
-_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
-
-
-def _name(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _purl(name: str, version: str) -> str:
-    return f"pkg:pypi/{_name(name)}@{version}"
+    return f"pkg:pypi/{canonicalize_name(name)}@{version}"
 
 
-def _runtime_pins(text: str) -> dict[str, tuple[str, list[str]]]:
-    """requirements.lock: name -> (version, sha256 hashes of the artifacts it accepts)."""
-    pins: dict[str, tuple[str, list[str]]] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        pin = _PIN.match(line)
-        if pin:
-            current = _name(pin[1])
-            pins[current] = (pin[2], [])
-        if current is not None:
-            pins[current][1].extend(_HASH.findall(line))
-    return pins
-
-
-def _build_packages(path: Path) -> list[dict[str, Any]]:
-    """pylock.toml's packages (with their artifacts) and the ones it could not lock, as the lock lists them."""
-    data = tomllib.loads(path.read_text())
-    found = []
-    for package in data.get("packages", []):
-        artifacts = [
-            {"url": a.get("url") or a.get("path") or "", "sha256": a.get("hashes", {}).get("sha256")}
-            for a in [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
-        ]
-        record = package.get("tool", {}).get("mlpack", {}).get("record-sha256")
-        found.append({"name": package["name"], "version": package.get("version"), "artifacts": artifacts,
-                      "record": record})  # fmt: skip
-    for package in data.get("tool", {}).get("mlpack", {}).get("unlocked", []):
-        found.append({"name": package["name"], "version": package.get("version"), "artifacts": [],
-                      "record": package.get("record-sha256")})  # fmt: skip
-    return found
-
-
-def _library(entry: dict[str, Any], runtime: dict[str, tuple[str, list[str]]]) -> dict[str, Any]:
+def _library(entry: dict[str, Any], runtime: dict[str, list[str]], built: bool = True) -> dict[str, Any]:
+    """A locked package as a CycloneDX library; ``runtime``: the runtime lock's hashes by canonical name;
+    ``built``: the build lock lists it too."""
     name, version = entry["name"], entry["version"] or "unknown"
-    scopes = ["build"] + (["runtime"] if _name(name) in runtime else [])
+    scopes = ["build"] * built + ["runtime"] * (canonicalize_name(name) in runtime)
     component: dict[str, Any] = {
         "type": "library", "bom-ref": _purl(name, version), "name": name, "version": version,
         "purl": _purl(name, version),
     }  # fmt: skip
     hashes = sorted(
-        {*runtime.get(_name(name), ("", []))[1], *(a["sha256"] for a in entry["artifacts"] if a["sha256"])}
+        {
+            *runtime.get(canonicalize_name(name), []),
+            *(a["sha256"] for a in entry["artifacts"] if a["sha256"]),
+        }
     )
     if hashes:
         component["hashes"] = [{"alg": "SHA-256", "content": h} for h in hashes]
@@ -85,8 +53,8 @@ def _library(entry: dict[str, Any], runtime: dict[str, tuple[str, list[str]]]) -
     if references:
         component["externalReferences"] = references
     properties = [{"name": "mlpack:lock", "value": scope} for scope in scopes]
-    if entry["record"]:  # the installed files' RECORD: what verify compares when no artifact hash exists
-        properties.append({"name": "mlpack:record-sha256", "value": entry["record"]})
+    if entry["record_sha256"]:  # the installed files' RECORD: what verify compares when no artifact hash exists
+        properties.append({"name": "mlpack:record-sha256", "value": entry["record_sha256"]})
     component["properties"] = properties
     return component
 
@@ -97,14 +65,14 @@ def _dependencies(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     from packaging.requirements import InvalidRequirement, Requirement
 
-    refs = {_name(c["name"]): c["bom-ref"] for c in components}
+    refs = {canonicalize_name(c["name"]): c["bom-ref"] for c in components}
     requires: dict[str, list[str]] = {}
     for dist in distributions():  # the first on sys.path wins, as imports resolve them
-        requires.setdefault(_name(dist.metadata["Name"] or ""), list(dist.requires or []))
+        requires.setdefault(canonicalize_name(dist.metadata["Name"] or ""), list(dist.requires or []))
     graph = []
     for component in components:
         needs: set[str] = set()
-        for text in requires.get(_name(component["name"]), []):
+        for text in requires.get(canonicalize_name(component["name"]), []):
             try:
                 requirement = Requirement(text)
             except InvalidRequirement:
@@ -115,7 +83,7 @@ def _dependencies(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         continue
                 except Exception:  # a marker this environment cannot evaluate: leave the edge out
                     continue
-            ref = refs.get(_name(requirement.name))
+            ref = refs.get(canonicalize_name(requirement.name))
             if ref and ref != component["bom-ref"]:
                 needs.add(ref)
         graph.append({"ref": component["bom-ref"], "dependsOn": sorted(needs)})
@@ -175,13 +143,17 @@ def bom(manifest: Manifest, package: Path) -> dict[str, Any]:
     """The BOM of a package whose model, golden files and locks are written and whose manifest is final but
     for the BOM's own entry."""
     runtime_file = package / (manifest.environment.runtime_lock_file or "env/requirements.lock")
-    runtime = _runtime_pins(runtime_file.read_text()) if runtime_file.is_file() else {}
+    runtime_text = runtime_file.read_text() if runtime_file.is_file() else ""
+    runtime = requirements_lock_hashes(runtime_text)
     build_file = package / (manifest.environment.build_lock_file or "env/pylock.toml")
-    entries = _build_packages(build_file) if build_file.is_file() else []
-    listed = {_name(e["name"]) for e in entries}
-    entries += [{"name": n, "version": v, "artifacts": [], "record": None} for n, (v, _) in runtime.items()
-                if n not in listed]  # fmt: skip
-    libraries = sorted((_library(e, runtime) for e in entries), key=lambda c: c["bom-ref"])
+    entries = build_lock_entries(build_file) if build_file.is_file() else []
+    listed = {canonicalize_name(e["name"]) for e in entries}
+    runtime_only: list[dict[str, Any]] = [{"name": n, "version": v, "artifacts": [], "record_sha256": None}
+                    for n, v in parse_requirements_lock(runtime_text).items() if n not in listed]  # fmt: skip
+    libraries = sorted(
+        [*(_library(e, runtime) for e in entries), *(_library(e, runtime, built=False) for e in runtime_only)],
+        key=lambda c: c["bom-ref"],
+    )
     model = {
         "type": "machine-learning-model", "bom-ref": "model", "name": manifest.name, "version": manifest.version,
         "hashes": [{"alg": "SHA-256", "content": manifest.model.sha256}],

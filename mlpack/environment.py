@@ -160,24 +160,50 @@ def parse_requirements_lock(text: str) -> dict[str, str]:
     return pins
 
 
-def read_build_lock(path: Path) -> dict[str, dict[str, Any]]:
-    """name -> {version, record-sha256} from a pylock.toml and its unlocked list, read with tomllib (fast)."""
+def requirements_lock_hashes(text: str) -> dict[str, list[str]]:
+    """name -> the sha256 of every artifact a --hash requirements lock accepts for it."""
+    hashes: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        match = _PIN.match(line)
+        if match:
+            current = canonicalize_name(match.group(1))
+            hashes[current] = []
+        if current is not None:
+            hashes[current].extend(_HASH.findall(line))
+    return hashes
+
+
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+def build_lock_entries(path: Path) -> list[dict[str, Any]]:
+    """Every package a pylock.toml names, locked or not (its unlocked list), as the lock lists them: name,
+    version, artifacts ([{url, sha256}], wheels then sdist) and record_sha256 (the installed RECORD's)."""
     import tomllib  # here: verify reads the build lock only when it has something to explain
 
     data = tomllib.loads(path.read_text())
-    entries: dict[str, dict[str, Any]] = {
-        canonicalize_name(p["name"]): {
-            "version": p.get("version"),
+    entries = []
+    for p in data.get("packages", []):
+        files = [*p.get("wheels", []), *([p["sdist"]] if "sdist" in p else [])]
+        entries.append({
+            "name": p["name"], "version": p.get("version"),
+            "artifacts": [{"url": a.get("url") or a.get("path") or "", "sha256": a.get("hashes", {}).get("sha256")}
+                          for a in files],
             "record_sha256": p.get("tool", {}).get("mlpack", {}).get("record-sha256"),
-        }
-        for p in data.get("packages", [])
-    }
+        })  # fmt: skip
     for p in data.get("tool", {}).get("mlpack", {}).get("unlocked", []):
-        entries[canonicalize_name(p["name"])] = {
-            "version": p.get("version"),
-            "record_sha256": p.get("record-sha256"),
-        }
+        entries.append({"name": p["name"], "version": p.get("version"), "artifacts": [],
+                        "record_sha256": p.get("record-sha256")})  # fmt: skip
     return entries
+
+
+def read_build_lock(path: Path) -> dict[str, dict[str, Any]]:
+    """name -> {version, record_sha256} from a pylock.toml and its unlocked list."""
+    return {
+        canonicalize_name(e["name"]): {"version": e["version"], "record_sha256": e["record_sha256"]}
+        for e in build_lock_entries(path)
+    }
 
 
 def diff(

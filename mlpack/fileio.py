@@ -37,14 +37,15 @@ def canonical_json(data: Any) -> bytes:
     return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target, fsync, then rename: readers see the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write beside the target, fsync, then rename: readers see the old file or the new one, never half.
+    ``mode`` 0o600 keeps a secret (a private key) unreadable to others from the first byte."""
     import tempfile  # here: verify, which writes nothing, should not pay for importing it
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide package files from other users
+        os.fchmod(fd, mode)  # mkstemp's 0600 would hide package files from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

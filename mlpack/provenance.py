@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from mlpack import __version__
+from mlpack.environment import build_lock_entries
 from mlpack.errors import IntegrityError
 from mlpack.fileio import canonical_json
 from mlpack.manifest import Manifest
@@ -35,23 +35,18 @@ def _dependencies(manifest: Manifest, package: Path) -> list[dict[str, Any]]:
     if source is not None:
         found.append({"name": source.name, "digest": {"sha256": source.sha256}})
     lock = package / (manifest.environment.build_lock_file or "env/pylock.toml")
-    data = tomllib.loads(lock.read_text()) if lock.is_file() else {}
-    entries = [*data.get("packages", []), *data.get("tool", {}).get("mlpack", {}).get("unlocked", [])]
-    for entry in entries:
-        artifact = next((a for a in [*entry.get("wheels", []), entry.get("sdist") or {}] if a.get("hashes")), None)
-        digest = (
-            {"sha256": artifact["hashes"]["sha256"]}
-            if artifact
-            else {
-                "mlpack-record-sha256": entry.get("record-sha256")
-                or entry.get("tool", {}).get("mlpack", {}).get("record-sha256")
-            }
-        )
-        dependency: dict[str, Any] = {"uri": f"pkg:pypi/{entry['name']}@{entry.get('version')}", "digest": digest}
-        if artifact and artifact.get("url"):
+    for entry in build_lock_entries(lock) if lock.is_file() else []:
+        artifact = next((a for a in entry["artifacts"] if a["sha256"]), None)
+        record = entry["record_sha256"]
+        if artifact is None and record is None:
+            continue  # nothing to pin it by
+        dependency: dict[str, Any] = {
+            "uri": f"pkg:pypi/{entry['name']}@{entry['version']}",
+            "digest": {"sha256": artifact["sha256"]} if artifact else {"mlpack-record-sha256": record},
+        }
+        if artifact and "://" in artifact["url"]:
             dependency["downloadLocation"] = artifact["url"]
-        if None not in digest.values():
-            found.append(dependency)
+        found.append(dependency)
     return found
 
 
