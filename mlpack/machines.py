@@ -275,12 +275,16 @@ def _replay_in(
 
 def verify_matrix(
     path: str | Path, machines: Sequence[str], *, strict: bool = False, threads: int | None = None,
-    progress: Any = None,
+    progress: Any = None, key: str | Path | None = None, certificate_chain: Sequence[str | Path] = (),
+    require_signature: bool = False,
 ) -> Matrix:  # fmt: skip
-    """Verify on each machine class asked for; the worst verdict is the matrix's."""
+    """Verify on each machine class asked for; the worst verdict is the matrix's. The signature (and, under a
+    key, the provenance) is checked once, first, as verify checks it: IntegrityError when it fails."""
     from mlpack.package import open_package
+    from mlpack.signing import check_trust
 
     package = open_package(path)  # a path that is no package is refused once, not per machine
+    check_trust(package, key, certificate_chain, require_signature)
     chosen, left_out = resolve(machines)
     if progress:
         progress(f"verifying on {', '.join(chosen)}")

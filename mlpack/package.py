@@ -19,6 +19,7 @@ from mlpack.manifest import NAME_PATTERN, Manifest
 MANIFEST = "mlpack.json"
 SIGNATURE = "mlpack.sig"  # an OpenSSF Model Signing bundle over every other file (mlpack sign)
 PROVENANCE = "env/provenance.intoto.json"  # about the package digest, so written after the manifest, unlisted
+TRUST_FILES = (SIGNATURE, PROVENANCE)  # about the package, so unlisted in mlpack.json: each vouches for itself
 MODEL = "model.onnx"
 INPUTS = "reference/inputs.npz"
 OUTPUTS = "reference/outputs.npz"
@@ -111,7 +112,7 @@ def check_integrity(package: Package) -> list[Problem]:
             continue
         for filename in filenames:
             relative = (folder / filename).as_posix()
-            if relative not in listed and relative not in (MANIFEST, SIGNATURE, PROVENANCE):
+            if relative not in listed and relative not in (MANIFEST, *TRUST_FILES):
                 problems.append(Problem(relative, "extra", "present but not listed in the manifest"))
     return problems
 

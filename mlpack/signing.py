@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mlpack.errors import IntegrityError, UsageError
-from mlpack.package import SIGNATURE, check_integrity, describe_problems, open_package
+from mlpack.fileio import write_atomic
+from mlpack.package import PROVENANCE, SIGNATURE, Package, check_integrity, describe_problems, open_package
 
 ACCEPTED = "EC keys on P-256, P-384 or P-521, in PEM (mlpack keygen makes one)"
 
@@ -60,19 +61,18 @@ def keygen(out: str | Path, force: bool = False) -> tuple[Path, Path]:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    for path, data, mode in ((private, private_pem, 0o600), (public, public_pem, 0o644)):
-        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        staged.replace(path)
+    write_atomic(private, private_pem, mode=0o600)
+    write_atomic(public, public_pem)
     return private, public
 
 
-def check_arguments(key: str | Path | None, required: bool) -> None:
-    """Refuse, before any work, a public key mlpack cannot use or a required signature with no key."""
-    if required and key is None:
-        raise UsageError("A required signature needs a key to check it: give --key PUBLIC.pem.")
+def check_arguments(key: str | Path | None, required: bool, chain: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work, a public key mlpack cannot use or a required signature with nothing to check
+    it by."""
+    if required and key is None and not chain:
+        raise UsageError(
+            "A required signature needs a key to check it: give --key PUBLIC.pem (or --certificate-chain)."
+        )
     if key is not None:
         _check_key(Path(key), private=False)
 
@@ -137,20 +137,15 @@ def check(
     """The package's signature checked against a public key (or a certificate chain). A signature that fails,
     one over another package, or one that leaves a package file out is an IntegrityError (tampered); so is a
     missing one when ``required``."""
+    check_arguments(key, required, chain)
     root = Path(path)
     signature = root / SIGNATURE
-    if required and key is None and not chain:
-        raise UsageError(
-            "A required signature needs a key to check it: give --key PUBLIC.pem (or --certificate-chain)."
-        )
     if not signature.is_file():
         if required:
             raise IntegrityError(f"{root} is not signed ({SIGNATURE} is missing) and a signature is required.")
         return Signature("unsigned", f"no {SIGNATURE}")
     if key is None and not chain:
         return Signature("unchecked", f"signed ({SIGNATURE}); give --key to check it")
-    if key is not None:
-        _check_key(Path(key), private=False)
     model_signing = _model_signing()
     config = model_signing.verifying.Config()
     if key is not None:
@@ -168,6 +163,20 @@ def check(
             "less than the package."
         )
     return Signature("verified", f"signed by {'the key ' + str(key) if key else 'the certificate chain'}")
+
+
+def check_trust(
+    package: Package, key: str | Path | None, chain: Sequence[str | Path] = (), required: bool = False
+) -> dict[str, str]:
+    """The package's signature (with ``key`` or ``chain``), and under a key its provenance too: it must be about
+    this very package, and signed by the key where it is signed. Returns the signature's status; raises
+    IntegrityError (tampered) for anything that fails. verify, verify --machine and pull --key all ask this."""
+    status = check(package.path, key=key, chain=chain, required=required)
+    if key is not None and (package.path / PROVENANCE).is_file():
+        from mlpack import provenance
+
+        provenance.check_subject(package.path / PROVENANCE, package.digest, key)
+    return status.to_dict()
 
 
 def _reason(exc: Exception) -> str:

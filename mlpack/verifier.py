@@ -23,7 +23,6 @@ from mlpack.manifest import SessionSettings, Tolerance, parity_disagreement, to_
 from mlpack.package import (
     BUILD_LOCK,
     HARDWARE,
-    PROVENANCE,
     RUNTIME_LOCK,
     Package,
     Problem,
@@ -263,22 +262,13 @@ def verify(
     def finish(**fields: Any) -> Report:
         return replace(report, seconds=time.perf_counter() - started, **fields)
 
-    from mlpack import signing
-
     try:
-        signature = signing.check(package.path, key=key, chain=certificate_chain, required=require_signature)
-    except IntegrityError as exc:
-        return finish(
-            verdict="tampered", message=exc.message, signature={"status": "failed", "detail": exc.message}
-        )
-    report = replace(report, signature=signature.to_dict())
-    try:  # with a key, the provenance must be about this very package (and signed by the key, if it is signed)
-        if key is not None and (package.path / PROVENANCE).is_file():
-            from mlpack import provenance
+        from mlpack import signing
 
-            provenance.check_subject(package.path / PROVENANCE, package.digest, key)
+        report = replace(report, signature=signing.check_trust(package, key, certificate_chain, require_signature))
     except IntegrityError as exc:
-        return finish(verdict="tampered", message=exc.message, integrity=problems)
+        failed = {"status": "failed", "detail": exc.message}
+        return finish(verdict="tampered", message=exc.message, signature=failed, integrity=problems)
     if problems:
         return finish(**_tampered(problems))
 

@@ -83,7 +83,7 @@ def test_bad_requests_are_refused_in_one_sentence(matmul: Path, cli: CliRunner) 
     assert unknown.returncode == 2
     assert "Unknown machine class 'pentium'; choose from native, x86-64-v2" in one_sentence_error(unknown)
     mixed = cli("verify", matmul, "--machine", "x86-64-v2", "--digest", "sha256:00")
-    assert mixed.returncode == 2 and "--machine takes --strict, --threads and --json" in one_sentence_error(mixed)
+    assert mixed.returncode == 2 and "--machine takes --strict, --threads, --json" in one_sentence_error(mixed)
     no_emulator = cli("verify", matmul, "--machine", "x86-64-v2", env={"PATH": "/nonexistent"})
     assert no_emulator.returncode == 4 and "apt-get install qemu-user" in no_emulator.stdout
     chosen, left_out = resolve(["all"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,6 +38,11 @@ def parse_tolerances(values: list[str] | None, flag: str) -> dict[str, float]:
                 f"{flag} takes [NAME=]VALUE with a number, such as probabilities=1e-3, not {value!r}."
             ) from None
     return parsed
+
+
+def _outcome(output: dict[str, Any]) -> str:
+    """One output's comparison as a test outcome: identical, equivalent (within tolerance) or mismatch."""
+    return "identical" if output.get("identical") else "equivalent" if output.get("passed") else "mismatch"
 
 
 @app.command()
@@ -121,10 +126,7 @@ def verify(
 
         public = key or from_file().get("verify_key")
         if machine:
-            from mlpack import signing
-
-            signing.check(package, key=public, chain=certificate_chain or (), required=require_signature)
-            return across(machine)
+            return across(machine, public)
 
         report = verify_package(
             package, strict=strict, threads=threads, expect_digest=digest, full=full,
@@ -132,8 +134,7 @@ def verify(
             key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
         )  # fmt: skip
         if attest is not None:
-            outcomes = [(c.name, "identical" if c.identical else "equivalent" if c.passed else "mismatch")
-                        for c in report.outputs] or [("package", report.verdict)]  # fmt: skip
+            outcomes = [(c.name, _outcome(c.to_dict())) for c in report.outputs] or [("package", report.verdict)]
             _attest(report.name, report.version, report.digest, outcomes, report.passed)
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
@@ -150,29 +151,26 @@ def verify(
         document = provenance.test_result(name, version, digest, outcomes, passed, machine)
         provenance.write_attestation(attest, document, attest_key)
 
-    def across(names: list[str]) -> int:
+    def across(names: list[str], public: Path | None) -> int:
         from mlpack.cli.common import progress_printer
         from mlpack.errors import UsageError
         from mlpack.machines import verify_matrix
         from mlpack.report import render_matrix
 
         if digest or full or atol or rtol or save_outputs:
-            raise UsageError("--machine takes --strict, --threads and --json; verify without it for the rest.")
+            raise UsageError(
+                "--machine takes --strict, --threads, --json, the signature options and --attest; verify without it "
+                "for the rest."
+            )
         matrix = verify_matrix(
-            package, names, strict=strict, threads=threads, progress=progress_printer(False, as_json)
-        )
+            package, names, strict=strict, threads=threads, progress=progress_printer(False, as_json),
+            key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
+        )  # fmt: skip
         if attest is not None:
             from mlpack.package import open_package
 
             opened = open_package(package)
-            outcomes = [
-                (
-                    f"{r.machine}/{o['name']}",
-                    "identical" if o.get("identical") else "equivalent" if o.get("passed") else "mismatch",
-                )
-                for r in matrix.results
-                for o in r.outputs
-            ]
+            outcomes = [(f"{r.machine}/{o['name']}", _outcome(o)) for r in matrix.results for o in r.outputs]
             outcomes += [(r.machine, r.verdict) for r in matrix.results if not r.outputs]  # fmt: skip
             _attest(opened.name, opened.version, opened.digest, outcomes, matrix.passed)
         emit(matrix.to_dict(), as_json, lambda: render_matrix(matrix))

@@ -41,8 +41,7 @@ from mlpack.oci.reference import DIGEST, parse_reference
 from mlpack.package import (
     MANIFEST,
     MODEL,
-    PROVENANCE,
-    SIGNATURE,
+    TRUST_FILES,
     Package,
     check_integrity,
     describe_problems,
@@ -203,13 +202,10 @@ def pull(
                 from mlpack import signing
 
                 try:
-                    signing.check(folder, key=key, required=require_signature)
+                    signing.check_trust(open_package(folder), key, required=require_signature)
                 except IntegrityError as exc:
                     raise IntegrityError(f"{source}: {exc.message} Nothing was written.") from None
     return open_package(target)
-
-
-TRUST_FILES = (SIGNATURE, PROVENANCE)  # unlisted in mlpack.json, carried as layers of their own
 
 
 def _safe_title(title: str) -> bool:
