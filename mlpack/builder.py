@@ -107,7 +107,7 @@ class Golden:
     casts: dict[str, str]
     row_batches: bool
     runs: int  # > 1: separate golden runs, each tensor stacked along a new leading axis
-    native_feeds: dict[str, np.ndarray]  # the same rows with floats as given (float64), before any narrowing
+    native_feeds: dict[str, np.ndarray]  # what parity gives the native model: the feeds, or their unnarrowed rows
 
     @property
     def first(self) -> dict[str, np.ndarray]:
@@ -237,7 +237,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     say, converter = job.say, job.converter
     model_files = write_model(job.canonical, folder)
     say("recording golden outputs with onnxruntime")
-    golden = _golden_run(folder / MODEL, arrays, job.opts)
+    # tabular models answer the sample as given (float64 rows): the package must too, from its narrowed copy
+    golden = _golden_run(folder / MODEL, arrays, job.opts, wide=getattr(converter, "takes_wide_floats", False))
     kinds = {spec.name: reference.output_kind(spec) for spec in golden.outputs}
     tols = compare.resolve_tolerances(kinds, job.opts.tolerances, default_tolerances(converter))
     if job.expected is not None:
@@ -246,14 +247,12 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         comparisons, passed = parity.check_expected(expected, golden.results, kinds, tols, job.accept_parity)
     else:
         say("checking conversion parity against the native model")
-        # tabular models answer the sample as given (float64 rows): the package must too, from its narrowed copy
-        native_feeds = golden.native_feeds if getattr(converter, "takes_wide_floats", False) else golden.feeds
         comparisons, passed = parity.check(
-            converter, job.native, native_feeds, golden.results, kinds, tols, job.accept_parity, golden.runs
+            converter, job.native, golden.native_feeds, golden.results, kinds, tols, job.accept_parity, golden.runs
         )
         if converter.native_runs and golden.runs == 1:
             types = {name: value.dtype for name, value in golden.feeds.items()}
-            parity.check_probes(converter, job.native, golden.session, native_feeds, kinds, tols, types)
+            parity.check_probes(converter, job.native, golden.session, golden.native_feeds, kinds, tols, types)
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)
@@ -398,13 +397,16 @@ def _convert(
     return converted, time.perf_counter() - started
 
 
-def _golden_run(model_file: Path, arrays: dict[str, np.ndarray], opts: options.BuildOptions) -> Golden:
-    """Fit the sample to the model's inputs and run it with the session options that verify will replay."""
+def _golden_run(
+    model_file: Path, arrays: dict[str, np.ndarray], opts: options.BuildOptions, wide: bool = False
+) -> Golden:
+    """Fit the sample to the model's inputs and run it with the session options that verify will replay.
+    ``wide``: the native model takes the sample's floats as given, so parity gets them unnarrowed."""
     settings = SessionSettings(intra_op_num_threads=opts.threads)
     session = reference.open_session(model_file, settings)
     inputs, outputs = reference.signature(session)
     feeds, casts = fit_to_inputs(arrays, inputs)
-    native_feeds = dict(fit_to_inputs(arrays, inputs, keep_wide=True)[0])
+    native_feeds = dict(fit_to_inputs(arrays, inputs, keep_wide=True)[0]) if wide else feeds
     runs = feeds.runs if isinstance(feeds, Runs) else 1
     first = feeds.split()[0] if isinstance(feeds, Runs) else feeds
     rows = reference.shared_rows(inputs, first)

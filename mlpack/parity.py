@@ -111,7 +111,7 @@ def check_probes(
     feeds: dict[str, np.ndarray],
     kinds: dict[str, str],
     tolerances: dict[str, Tolerance],
-    onnx_types: Mapping[str, np.dtype] | None = None,
+    onnx_types: Mapping[str, np.dtype],
 ) -> int:
     """Parity on the family's probes (a missing value in each column that has an imputer, say): inputs the
     golden sample may lack, on which the package must still answer as the model does. Raise ParityError on
@@ -121,7 +121,7 @@ def check_probes(
     cases = probes(model, feeds) if probes else {}
     for what, probe in cases.items():
         names = list(kinds)
-        narrowed = {k: v.astype(onnx_types[k]) if onnx_types else v for k, v in probe.items()}
+        narrowed = {k: v.astype(onnx_types[k]) for k, v in probe.items()}
         onnx_outputs = dict(zip(names, reference.infer(session, names, narrowed), strict=True))
         native = native_like(converter.predict(model, probe, names), onnx_outputs)
         comparisons = compare.compare(

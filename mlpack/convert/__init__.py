@@ -169,7 +169,8 @@ def conversion_failed(what: str, exc: BaseException) -> ConversionError:
 
 
 def write_log(kind: str, text: str) -> Path | None:
-    """A text too long for the terminal, kept in ~/.cache/mlpack/logs/KIND-TIME-XXXX.log; None if unwritable."""
+    """A text too long for the terminal, kept in ~/.cache/mlpack/logs/KIND-TIME-RANDOM.log (the path is
+    returned), or None where that folder cannot be written."""
     import tempfile
     import time
 

@@ -91,7 +91,7 @@ def categorical_columns(model: Any) -> dict[int, list[Any]]:
 
 
 def _with_category_inputs(
-    onx: onnx.ModelProto, features: list[str], categorical: dict[int, list[Any]], numeric: Any
+    onx: onnx.ModelProto, features: list[str], categorical: dict[int, list[Any]]
 ) -> onnx.ModelProto:
     """One input per column in front of the trees: numbers as they are, each category column through a
     LabelEncoder to LightGBM's code for it (the category's position; missing or unseen: NaN, as LightGBM
@@ -100,6 +100,7 @@ def _with_category_inputs(
 
     graph = onx.graph
     (matrix,) = [i.name for i in graph.input]
+    numeric = TensorProto.FLOAT  # the trees' matrix is float32
     nodes, inputs, columns = [], [], []
     for index, feature in enumerate(features):
         name = onnx_safe_name(feature)
@@ -171,9 +172,7 @@ class LightGBMConverter(BoostedTrees):
         details = {**converted.details, "thresholds_rounded_down": changed}
         if not categorical:
             return Converted(converted.model, converted.input_cast, details)
-        from onnx import TensorProto
-
-        onx = _with_category_inputs(converted.model, features, categorical, TensorProto.FLOAT)
+        onx = _with_category_inputs(converted.model, features, categorical)
         details["pandas_categorical"] = {features[i]: len(c) for i, c in categorical.items()}
         return Converted(onx, casts, details)
 

@@ -57,8 +57,8 @@ class XGBoostConverter(BoostedTrees):
                 return super().convert(model, sample, options)
         booster = (model if type(model).__name__ == "Booster" else model.get_booster()).copy()
         booster.set_param({"objective": "reg:squarederror"})  # the same sum of trees, read as a regressor
-        booster.feature_names = None
-        converted = super().convert(booster, sample, options)
+        with _positional_features(booster):
+            converted = super().convert(booster, sample, options)
         details = {**converted.details, "objective": objective, "converted_as": "ranking scores, one per row"}
         return replace(converted, details=details)
 
