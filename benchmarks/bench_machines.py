@@ -8,7 +8,7 @@ regressor; PyTorch MLP and CNN; XGBoost; LightGBM), each built with mlpack.build
      arm64 CPython), one verify each: identical, or equivalent/mismatch with the largest ULP distance and the
      share of bit-identical elements over the float outputs;
   2. cost: for the iris forest and the torch MLP, the wall time of the replay a class runs
-     (``python -m mlpack.machines --replay``, interpreter start included: the only part of a verify that runs
+     (``python -m mlpack.replay``, interpreter start included: the only part of a verify that runs
      emulated) under each emulator against the same command run natively, interleaved, medians of --runs (the
      ratio the targets are read on); then ``mlpack verify PKG --machine CLASS`` against ``mlpack verify PKG``
      as a user waits for them; and ``mlpack.verify_matrix(PKG, ["all"])`` for the iris package as a whole
@@ -73,7 +73,7 @@ def replay_seconds(package: Path, name: str) -> float:
         runner = _runner(TABLE[name], package)
         argv, env = runner.argv, runner.env
     with tempfile.TemporaryDirectory() as scratch:
-        command = [*argv, "-m", "mlpack.machines", "--replay", str(package), f"{scratch}/out.npz",
+        command = [*argv, "-m", "mlpack.replay", str(package), f"{scratch}/out.npz",
                    json.dumps(to_json(SessionSettings()))]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mlpack.manifest import Tolerance
-from mlpack.tensors import BFLOAT16, is_float
+from mlpack.tensors import is_bfloat16, is_float
 
 # Defaults by output kind. Measured here: thread count moves forest probabilities by up to 7.7e-7 and
 # boosted regressors by 1.2e-4 absolute; real model changes move them by 1e-2 or more.
@@ -227,7 +227,8 @@ def _compare_floats(
     rel = np.where(np.isnan(rel), np.inf, rel)
     outside_mask = diff > tolerance.atol + tolerance.rtol * np.nan_to_num(scale)
     max_ulp = None
-    tiny = np.finfo(np.float32 if expected.dtype == BFLOAT16 else expected.dtype).tiny  # bf16: float32's exponents
+    # bf16 has float32's exponents
+    tiny = np.finfo(np.float32 if is_bfloat16(expected.dtype) else expected.dtype).tiny
     significant = (scale > max(tolerance.atol, tiny)) & ~np.isnan(act64)
     if significant.any():
         ulps = np.abs(_ordered(expected[significant]) - _ordered(actual[significant]))

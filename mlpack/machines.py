@@ -245,7 +245,7 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
 def _replay_in(
     runner: Runner, package: Any, settings: Any, reported: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The golden inputs run by ``python -m mlpack.machines --replay`` in the class's interpreter; its outputs
+    """The golden inputs run by ``python -m mlpack.replay`` in the class's interpreter; its outputs
     come back as an .npz, with the hardware profile the libraries saw there (numpy's CPU features show the
     emulated CPU). Whatever stops it is a RuntimeEnvironmentError naming the class's emulator."""
     import tempfile
@@ -255,7 +255,7 @@ def _replay_in(
 
     with tempfile.TemporaryDirectory(prefix="mlpack-replay-") as scratch:
         out = Path(scratch) / "outputs.npz"
-        argv = [*runner.argv, "-m", "mlpack.machines", "--replay", str(package.path), str(out),
+        argv = [*runner.argv, "-m", "mlpack.replay", str(package.path), str(out),
                 json.dumps(to_json(settings))]  # fmt: skip
         env = {**os.environ, "PYTHONWARNINGS": "ignore", **runner.env}
         try:
@@ -341,34 +341,3 @@ def failure_message(failed: Sequence[MachineResult]) -> str:
         f"The golden outputs do not hold on {', '.join(parts)}: loosen the tolerances if the difference is "
         "acceptable, or pass --accept-machines to package it anyway, and the manifest will say so."
     )
-
-
-def main(argv: list[str]) -> int:
-    """``python -m mlpack.machines --replay PKG OUT.npz SETTINGS``: what an emulated machine runs. It replays
-    the golden inputs with the session settings given (JSON) and writes the outputs to OUT.npz, printing
-    {"onnxruntime": version, "hardware": the profile seen here} (or {"error": sentence}); nothing is imported but the package reader, numpy and
-    onnxruntime, since another architecture's interpreter carries only the runtime's wheels and this mlpack."""
-    from mlpack.fileio import npz_bytes
-    from mlpack.manifest import SessionSettings
-    from mlpack.package import open_package
-    from mlpack.reference import replay_golden
-
-    if len(argv) != 4 or argv[0] != "--replay":
-        print(json.dumps({"error": "usage: python -m mlpack.machines --replay PKG OUT.npz SETTINGS"}))
-        return 2
-    try:
-        given = json.loads(argv[3])
-        settings = SessionSettings(**{**given, "providers": tuple(given["providers"])})
-        outputs, _ = replay_golden(open_package(argv[1]), settings)
-        Path(argv[2]).write_bytes(npz_bytes(outputs))
-    except MlpackError as exc:
-        print(json.dumps({"error": exc.message, "onnxruntime": version("onnxruntime")}))
-        return exc.exit_code
-    from mlpack.hardware import profile
-
-    print(json.dumps({"onnxruntime": version("onnxruntime"), "hardware": profile(blas=False)}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -14,7 +14,7 @@ import numpy as np
 
 from mlpack.errors import RuntimeEnvironmentError, UsageError
 from mlpack.manifest import SessionSettings, TensorSpec
-from mlpack.tensors import BFLOAT16, LABEL_TYPES
+from mlpack.tensors import LABEL_TYPES, bfloat16, is_bfloat16
 
 if TYPE_CHECKING:
     from mlpack.package import Package
@@ -202,12 +202,14 @@ def infer(session: Any, names: list[str], feeds: Mapping[str, np.ndarray]) -> li
     """``session.run``, except that bfloat16 tensors, which onnxruntime's Python API cannot pass as numpy
     arrays, go in and come out through OrtValues, as ml_dtypes' bfloat16 arrays."""
     types = {spec.name: spec.type for spec in session.get_outputs()}
-    if all(v.dtype != BFLOAT16 for v in feeds.values()) and all(types[n] != "tensor(bfloat16)" for n in names):
+    if not any(is_bfloat16(v.dtype) for v in feeds.values()) and all(
+        types[n] != "tensor(bfloat16)" for n in names
+    ):
         return list(session.run(names, dict(feeds)))
     ort_value = _ort().OrtValue
     values = {
         name: ort_value.ortvalue_from_numpy_with_onnx_type(np.ascontiguousarray(value).view(np.uint16), 16)
-        if value.dtype == BFLOAT16  # 16: TensorProto.BFLOAT16
+        if is_bfloat16(value.dtype)  # 16: TensorProto.BFLOAT16
         else ort_value.ortvalue_from_numpy(np.ascontiguousarray(value))
         for name, value in feeds.items()
     }
@@ -219,7 +221,7 @@ def _from_ort_value(value: Any) -> Any:
         return value.numpy()
     out = np.empty(value.shape(), dtype=np.uint16)
     ctypes.memmove(out.ctypes.data, value.data_ptr(), out.nbytes)  # a CPU tensor's bytes, copied out
-    return out.view(BFLOAT16)
+    return out.view(bfloat16())  # onnxruntime gave a bfloat16 tensor: the model needs ml_dtypes
 
 
 _MAP_VALUES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}

@@ -13,7 +13,7 @@ import numpy as np
 from mlpack.errors import UsageError
 from mlpack.manifest import TensorSpec
 from mlpack.reference import fixed_batch
-from mlpack.tensors import BFLOAT16, bfloat16_restored, numpy_dtype
+from mlpack.tensors import bfloat16_restored, is_bfloat16, numpy_dtype
 
 # the cells pandas.read_csv reads as missing by default (its na_values), so a CSV means here what it means there
 CSV_MISSING = frozenset(
@@ -240,7 +240,7 @@ def load_sample(source: Any) -> dict[str, np.ndarray]:
     if not arrays or any(array.size == 0 for array in arrays.values()):
         raise UsageError("The sample is empty: give at least one row of input.")
     for key, array in arrays.items():  # no model mlpack converts takes these; say so before a converter fails
-        if array.dtype.kind in "cmMV" and array.dtype != BFLOAT16:
+        if array.dtype.kind in "cmMV" and not is_bfloat16(array.dtype):
             where = f"input {key!r}" if key else "the sample"
             raise UsageError(f"{where.capitalize()} holds {array.dtype} values; models take numbers or strings.")
     return arrays
@@ -386,7 +386,7 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, cast_ok: bool) -> tuple
     label = f"{array.dtype}->{dtype}"
     if dtype.kind == "U" and array.dtype.kind in "UO":
         return array.astype(str), label
-    if dtype == BFLOAT16 and array.dtype.kind == "f" and cast_ok:  # rounds to nearest, as torch's .bfloat16()
+    if is_bfloat16(dtype) and array.dtype.kind == "f" and cast_ok:  # rounds to nearest, as torch's .bfloat16()
         return array.astype(dtype), label
     if dtype.kind != "U" and array.dtype.kind in "biuf" and cast_ok:  # noqa: SIM102
         if np.can_cast(array.dtype, dtype, "same_kind") or array.dtype.kind in "biu":

@@ -15,13 +15,6 @@ import numpy as np
 
 from mlpack.errors import UsageError
 
-try:
-    import ml_dtypes
-
-    BFLOAT16: np.dtype[Any] | None = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # an environment locked before mlpack needed it: only bfloat16 models are refused
-    BFLOAT16 = None
-
 if TYPE_CHECKING:
     from mlpack.manifest import TensorSpec
 
@@ -29,7 +22,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TensorType:
     onnx: str  # onnxruntime's type string
-    numpy: Any  # the numpy scalar type that holds it (bfloat16: ml_dtypes', as onnx itself uses)
+    numpy: Any  # the numpy scalar type that holds it (bfloat16: None here, see bfloat16())
     v2: str | None  # the Open Inference Protocol (KServe V2) datatype
     triton: str  # Triton's model-config data_type
 
@@ -38,7 +31,7 @@ TYPES = (
     TensorType("tensor(float)", np.float32, "FP32", "TYPE_FP32"),
     TensorType("tensor(double)", np.float64, "FP64", "TYPE_FP64"),
     TensorType("tensor(float16)", np.float16, "FP16", "TYPE_FP16"),
-    TensorType("tensor(bfloat16)", BFLOAT16, None, "TYPE_BF16"),
+    TensorType("tensor(bfloat16)", None, None, "TYPE_BF16"),
     TensorType("tensor(bool)", np.bool_, "BOOL", "TYPE_BOOL"),
     TensorType("tensor(string)", np.str_, "BYTES", "TYPE_STRING"),
     *(TensorType(f"tensor(int{b})", getattr(np, f"int{b}"), f"INT{b}", f"TYPE_INT{b}") for b in (8, 16, 32, 64)),
@@ -61,27 +54,47 @@ def tensor_type(onnx_type: str, name: str = "") -> TensorType:
     return found
 
 
+def bfloat16() -> np.dtype[Any] | None:
+    """ml_dtypes' bfloat16 (as onnx itself uses), or None where ml_dtypes is missing (an environment locked
+    before mlpack needed it: only bfloat16 models are refused). Imported on first use, not with this module:
+    a replay under emulation pays a quarter of a second for it, and only bfloat16 models need it."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)  # type: ignore[no-any-return]  # ml_dtypes has no stubs
+
+
+def is_bfloat16(dtype: np.dtype[Any]) -> bool:
+    """Without importing ml_dtypes: an array can only hold bfloat16 once ml_dtypes made the type."""
+    return dtype.kind == "V" and dtype.name == "bfloat16"
+
+
 def numpy_dtype(onnx_type: str, name: str = "") -> np.dtype[Any]:
     row = tensor_type(onnx_type, name)
-    if row.numpy is None:
-        raise UsageError(f"numpy has no type for {onnx_type} ({name or 'a tensor'}): install ml_dtypes.")
+    if row.onnx == "tensor(bfloat16)":
+        found = bfloat16()
+        if found is None:
+            raise UsageError(f"numpy has no type for {onnx_type} ({name or 'a tensor'}): install ml_dtypes.")
+        return found
     return np.dtype(row.numpy)  # type: ignore[no-any-return]  # numpy stubs type dtype(Any) as Any
 
 
 def is_float(dtype: np.dtype[Any]) -> bool:
     """Compared as floats (abs, rel, ulp): numpy's floats and complex numbers, and bfloat16."""
-    return dtype.kind in "fc" or dtype == BFLOAT16
+    return dtype.kind in "fc" or is_bfloat16(dtype)
 
 
 def bfloat16_restored(array: np.ndarray) -> np.ndarray:
     """numpy writes ml_dtypes' bfloat16 to .npy as raw 2-byte void ("|V2"): read such an array as bfloat16."""
     if (
-        BFLOAT16 is not None
-        and array.dtype.kind == "V"
+        array.dtype.kind == "V"
         and array.dtype.names is None
         and array.dtype.itemsize == 2
+        and not is_bfloat16(array.dtype)
     ):
-        return array.view(BFLOAT16)
+        found = bfloat16()
+        return array if found is None else array.view(found)
     return array
 
 

@@ -235,3 +235,26 @@ def test_an_outcome_is_compared_with_the_evidence_for_its_class() -> None:
     assert not other["matches"] and "other figures than were proven" in other["message"]
     assert not against_evidence(recorded, "x86-64-v2", "mismatch", [y])["matches"]
     assert against_evidence(recorded, "aarch64", "identical", [y]) == {}  # nothing proven for this class
+
+
+def test_the_emulated_replay_imports_only_the_runtime(matmul: Path, tmp_path: Path) -> None:
+    """Under emulation every module costs ten times its native import: the replay process (the only part of a
+    verify that runs emulated) brings in the package reader, numpy and onnxruntime, and gives the outputs the
+    package's golden run gave."""
+    import subprocess
+    import sys
+
+    from mlpack.fileio import load_npz
+    from mlpack.manifest import SessionSettings, to_json
+    from mlpack.package import OUTPUTS
+
+    out = tmp_path / "out.npz"
+    settings = json.dumps(to_json(SessionSettings()))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlpack.replay", str(matmul), str(out), settings],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert {"numpy", "onnxruntime", "mlpack.package"} <= imported
+    assert not imported & {"ml_dtypes", "importlib.metadata", "concurrent.futures", "subprocess", "onnx", "typer"}
+    answer = json.loads(done.stdout)
+    assert answer["hardware"]["cpu"]["level"] and answer["onnxruntime"]
+    assert np.array_equal(load_npz(out)["y"], load_npz(matmul / OUTPUTS)["y"])

@@ -47,7 +47,7 @@ def test_every_row_of_the_table_is_consistent(row: TensorType) -> None:
     if row.v2 is not None:
         assert bits(row.v2) == triton_bits
         assert row.triton == ("TYPE_STRING" if row.v2 == "BYTES" else f"TYPE_{row.v2}")
-    dtype = np.dtype(row.numpy)
+    dtype = numpy_dtype(row.onnx)  # bfloat16: ml_dtypes', imported on first use
     if triton_bits is None:
         assert dtype.kind == "U"
     else:
