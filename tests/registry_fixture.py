@@ -46,8 +46,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_registry(folder: Path) -> Iterator[Registry]:
-    """Write a config.yml, serve it on a free loopback port, wait until /v2/ answers, stop it afterwards."""
+def start_registry(folder: Path, auth: str = "", tls: tuple[Path, Path, Path] | None = None) -> Iterator[Registry]:
+    """Write a config.yml, serve it on a free loopback port, wait until /v2/ answers, stop it afterwards.
+
+    ``auth`` is a config.yml ``auth:`` section's body (htpasswd or token, see test_registry_login.py);
+    ``tls`` the server's certificate, its key and the CA that signed it, so it serves HTTPS."""
     binary = shutil.which(BINARY) or shutil.which("docker-registry")
     if binary is None:
         pytest.fail(
@@ -66,6 +69,8 @@ def start_registry(folder: Path) -> Iterator[Registry]:
         "  delete:\n    enabled: true\n"
         "http:\n"
         f"  addr: 127.0.0.1:{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + (f"auth:\n{auth}" if auth else "")
     )
     log = folder / "registry.log"
     # REGISTRY_* variables would override the config file; the test registry must be exactly this one.
@@ -75,13 +80,18 @@ def start_registry(folder: Path) -> Iterator[Registry]:
             [binary, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=folder
         )
     registry = Registry(f"127.0.0.1:{port}", root)
+    scheme = "https" if tls else "http"
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
             if process.poll() is not None:
                 pytest.fail(f"docker-registry exited with {process.returncode}:\n{log.read_text()[-2000:]}")
             try:
-                if requests.get(f"{registry.url}/v2/", timeout=1).status_code == 200:
+                # up once it answers: 200, or 401 where it asks for a login
+                answer = requests.get(
+                    f"{scheme}://{registry.host}/v2/", timeout=1, verify=str(tls[2]) if tls else True
+                )
+                if answer.status_code in (200, 401):
                     break
             except requests.ConnectionError:
                 pass

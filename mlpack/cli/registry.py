@@ -1,4 +1,4 @@
-"""mlpack push and mlpack pull: packages as OCI artifacts in any OCI registry."""
+"""mlpack push, pull, login and logout: packages as OCI artifacts in any OCI registry."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ InsecureOpt = Annotated[
         help="Plain HTTP (--insecure) or HTTPS (--secure). [default: plain HTTP only for 127.0.0.1, localhost, [::1]]",
     ),
 ]
+CaCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        metavar="FILE",
+        help="Trust this CA (PEM) for the registry's TLS certificate, beside the system's; implies HTTPS.",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -33,14 +42,19 @@ def push(
         ),
     ],
     insecure: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if the registry fails."""
+    """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if
+    the registry fails or refuses the login.
+
+    Logs in with the credentials `mlpack login` or `docker login` stored (Docker's config.json, its credential
+    helpers), or MLPACK_REGISTRY with MLPACK_REGISTRY_USERNAME and MLPACK_REGISTRY_PASSWORD."""
 
     def action() -> None:
         from mlpack.oci.artifact import push as push_package
 
-        result = push_package(package, ref, insecure=insecure)
+        result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert)
         emit(result.to_dict(), as_json, lambda: (
             f"pushed {result.reference}\n  digest   {result.digest}\n  package  {result.package_digest}\n"
             f"  pull by  {result.pinned}\n  sent {len(result.uploaded)} blobs, {len(result.skipped)} already there"))  # fmt: skip
@@ -68,16 +82,85 @@ def pull(
     require_signature: Annotated[
         bool, typer.Option("--require-signature", help="Refuse an unsigned package (exit 3); needs --key.")
     ] = False,
+    ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pull a package from an OCI registry; nothing is written unless every byte verifies (and, with --key, its
-    signature). Exit 2, 3 or 5 on failure."""
+    signature). Exit 2, 3 or 5 on failure.
+
+    Logs in with the credentials `mlpack login` or `docker login` stored (Docker's config.json, its credential
+    helpers), or MLPACK_REGISTRY with MLPACK_REGISTRY_USERNAME and MLPACK_REGISTRY_PASSWORD."""
 
     def action() -> None:
         from mlpack.oci.artifact import pull as pull_package
 
-        pkg = pull_package(ref, dest, force=force, insecure=insecure, key=key, require_signature=require_signature)
+        pkg = pull_package(ref, dest, force=force, insecure=insecure, key=key, require_signature=require_signature,
+                           ca_cert=ca_cert)  # fmt: skip
         data = {"path": str(pkg.path), "name": pkg.name, "version": pkg.version, "digest": pkg.digest}
         emit(data, as_json, lambda: f"pulled {ref} to {pkg.path} ({pkg.digest})")
+
+    run(as_json, action)
+
+
+RegistryArg = Annotated[
+    str, typer.Argument(metavar="REGISTRY", help="host[:port] of the registry, e.g. ghcr.io.", show_default=False)
+]
+
+
+@app.command()
+def login(
+    registry: RegistryArg,
+    username: Annotated[str, typer.Option("--username", "-u", help="User name.", show_default=False)],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password (or token) from standard input.")
+    ] = False,
+    insecure: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Log in to a registry and keep the login where `docker login` would (Docker's config.json, or its
+    credential helper when the config names one), so push, pull and docker all use it.
+
+    The login is checked first: the registry's challenge is met with it (Basic, or a bearer token from its
+    token service). Without --password-stdin the password is asked for on the terminal. Exit 5 if refused.
+
+    Example: echo "$TOKEN" | mlpack login ghcr.io -u me --password-stdin"""
+
+    def action() -> None:
+        import sys
+
+        from mlpack.errors import UsageError
+        from mlpack.oci.auth import Credentials, store_credentials
+        from mlpack.oci.client import check_login
+
+        if password_stdin:
+            password = sys.stdin.read().rstrip("\r\n")
+        elif sys.stdin.isatty():
+            password = typer.prompt("Password", hide_input=True)
+        else:
+            raise UsageError("No terminal to ask for the password on: pipe it in with --password-stdin.")
+        if not password:
+            raise UsageError("The password is empty: give it on standard input with --password-stdin.")
+        checked = check_login(registry, Credentials(username, password, "mlpack login"), insecure=insecure,
+                              ca_cert=ca_cert)  # fmt: skip
+        where = store_credentials(registry, Credentials(username, password, "mlpack login"))
+        data = {"registry": registry, "username": username, "stored": where, "checked": checked}
+        note = "" if checked else " (the registry asks for no login, so it could not be checked)"
+        emit(data, as_json, lambda: f"Login succeeded for {username} at {registry}{note}; kept in {where}")
+
+    run(as_json, action)
+
+
+@app.command()
+def logout(registry: RegistryArg, as_json: JsonOpt = False) -> None:
+    """Forget the login for a registry (in Docker's config.json or its credential helper)."""
+
+    def action() -> None:
+        from mlpack.oci.auth import erase_credentials
+
+        where = erase_credentials(registry)
+        data = {"registry": registry, "removed_from": where}
+        emit(data, as_json, lambda: f"Removed the login for {registry} from {where}" if where else
+             f"No login for {registry} was kept")  # fmt: skip
 
     run(as_json, action)

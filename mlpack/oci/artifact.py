@@ -123,8 +123,11 @@ def artifact_manifest(package: Package) -> bytes:
     return spec.canonical(manifest)
 
 
-def push(package: str | Path, ref: str, *, insecure: bool | None = None) -> PushResult:
-    """Upload a verified package as an OCI artifact; blobs the registry already holds are not sent again."""
+def push(
+    package: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None
+) -> PushResult:
+    """Upload a verified package as an OCI artifact; blobs the registry already holds are not sent again.
+    Logs in with the credentials configured for the registry (``auth.py``) when it asks for them."""
     local = open_intact(package, "rebuild it: a tampered package is never pushed.")
     target = parse_reference(ref)
     if target.tag is None and target.digest is None:
@@ -140,7 +143,7 @@ def push(package: str | Path, ref: str, *, insecure: bool | None = None) -> Push
     config_bytes = (local.path / MANIFEST).read_bytes()
     uploaded: list[str] = []
     skipped: list[str] = []
-    with Client(target, insecure) as client:
+    with Client(target, insecure, push=True, ca_cert=ca_cert) as client:
         client.ping()
         blobs = [(MANIFEST, manifest["config"]), *((d["annotations"][spec.TITLE], d) for d in manifest["layers"])]
         for title, descriptor in blobs:
@@ -160,7 +163,7 @@ def push(package: str | Path, ref: str, *, insecure: bool | None = None) -> Push
 
 def pull(
     ref: str, dest: str | Path, *, force: bool = False, insecure: bool | None = None,
-    key: str | Path | None = None, require_signature: bool = False,
+    key: str | Path | None = None, require_signature: bool = False, ca_cert: str | Path | None = None,
 ) -> Package:  # fmt: skip
     """Fetch an artifact into DEST/<name>-<version>; nothing appears there unless every byte verified, and,
     with ``key`` (an EC public key), unless its signature verifies (``require_signature``: and it has one)."""
@@ -171,7 +174,7 @@ def pull(
     source = parse_reference(ref)
     if source.tag is None and source.digest is None:
         raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
-    with Client(source, insecure) as client:
+    with Client(source, insecure, ca_cert=ca_cert) as client:
         client.ping()
         body, stored = client.get_manifest(source.digest or str(source.tag))
         actual = f"sha256:{sha256_bytes(body)}"

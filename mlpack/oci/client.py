@@ -1,6 +1,7 @@
-"""One repository of an OCI registry over the distribution HTTP API (via ``requests``): anonymous access only,
-for now. Every failure becomes one RegistryError sentence (exit 5) naming the registry and what was asked;
-a blob that does not match its descriptor is an IntegrityError (exit 3)."""
+"""One repository of an OCI registry over the distribution HTTP API (via ``requests``), anonymous or logged in
+(``auth.py``: Basic, or bearer tokens cached per scope and renewed on expiry), over TLS with the system's
+trust store or a given CA. Every failure becomes one RegistryError sentence (exit 5) naming the registry and
+what was asked; a blob that does not match its descriptor is an IntegrityError (exit 3)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mlpack import __version__
 from mlpack.errors import IntegrityError, RegistryError
 from mlpack.fileio import CHUNK
 from mlpack.manifest import MAX_BYTES
-from mlpack.oci import spec
+from mlpack.oci import auth, spec
 from mlpack.oci.reference import DIGEST, Reference
 
 MAX_MANIFEST = 4 << 20  # registries themselves refuse bigger manifests; caps memory on a hostile answer
@@ -29,20 +30,41 @@ TIMEOUT = (10.0, 300.0)  # connect, then between bytes: a slow link may take lon
 class Client:
     """One registry repository over HTTP; every failure becomes a RegistryError sentence."""
 
-    def __init__(self, ref: Reference, insecure: bool | None) -> None:
-        self.base = ref.base_url(insecure)
+    def __init__(
+        self, ref: Reference, insecure: bool | None, *, push: bool = False, ca_cert: str | Path | None = None,
+        scope: str | None = None,
+    ) -> None:  # fmt: skip
+        # a CA certificate means TLS: a loopback registry is otherwise spoken to in plain HTTP
+        self.base = ref.base_url(False if insecure is None and ca_cert is not None else insecure)
+        self.registry = ref.registry
         self.repository = ref.repository
+        # what a token is asked for: this repository, pull (and push when writing); "" for a login check
+        self.scope = (
+            scope if scope is not None else f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
+        )
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"mlpack/{__version__}"
         # requests falls back to ~/.netrc when a session has no auth: credentials must never leave for a
         # registry unless mlpack was given them. An auth hook that adds nothing keeps proxies (trust_env).
         self.session.auth = _no_credentials
+        self.session.verify = auth.system_trust()
+        # passed on every request: requests would otherwise let REQUESTS_CA_BUNDLE override the CA asked for
+        self._verify: str | None = None
+        self._bundle: Path | None = None
+        if ca_cert is not None:
+            self._bundle = auth.trust_bundle(Path(ca_cert))
+            self._verify = str(self._bundle)
+        self.challenge: auth.Challenge | None = None  # how the registry asked to be logged in to (ping)
+        self.credentials: auth.Credentials | None = None
+        self._looked_up = False
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.session.close()
+        if self._bundle is not None:
+            self._bundle.unlink(missing_ok=True)
 
     def _url(self, path: str) -> str:
         return f"{self.base}/v2/{self.repository}/{path}"
@@ -55,8 +77,8 @@ class Client:
             found = re.search(r"\[SSL[^\]]*\][^'\"()]*|certificate verify failed[^'\"()]*", str(exc))
             reason = found[0].strip() if found else "TLS error"
             raise RegistryError(
-                f"TLS with the registry at {self.base} failed ({reason}): "
-                "pass --insecure for a plain-HTTP registry, or fix its certificate."
+                f"TLS with the registry at {self.base} failed ({reason}): pass --ca-cert FILE for a private CA, "
+                "--insecure for a plain-HTTP registry, or fix its certificate."
             ) from None
         except requests.exceptions.Timeout:
             raise RegistryError(
@@ -75,15 +97,140 @@ class Client:
             ) from None
 
     def _request(self, method: str, url: str, what: str, ok: tuple[int, ...], **kwargs: Any) -> requests.Response:
-        with self._network(what):
-            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+        given = kwargs.pop("headers", {})
+        for attempt in (1, 2):
+            with self._network(what):
+                response = self.session.request(
+                    method, url, timeout=TIMEOUT, headers={**given, **self._authorization()}, verify=self._verify,
+                    **kwargs,
+                )  # fmt: skip
+            # a token the registry no longer takes (expired early, revoked): renew it once, when the body
+            # can be sent again (a streamed upload cannot; tokens are renewed before they expire anyway)
+            data = kwargs.get("data")
+            if (
+                response.status_code != 401
+                or attempt == 2
+                or not self._bearer
+                or not isinstance(data, bytes | None)
+            ):
+                break
+            response.close()
+            self._forget_token()
         if response.status_code not in ok:
-            _raise_for(response, what, self.base)
+            _raise_for(response, what, self.base, self._login_hint(response.status_code))
         return response
 
+    def _lookup(self) -> auth.Credentials | None:
+        if not self._looked_up:
+            self.credentials = auth.find_credentials(self.registry)
+            self._looked_up = True
+        return self.credentials
+
+    @property
+    def _bearer(self) -> bool:
+        return self.challenge is not None and self.challenge.scheme == "bearer"
+
+    def _authorization(self) -> dict[str, str]:
+        if self.challenge is None:
+            return {}
+        credentials = self._lookup()
+        if self.challenge.scheme == "basic":
+            return {"Authorization": credentials.basic} if credentials else {}
+        return {"Authorization": f"Bearer {self._token()}"}
+
+    def _token_key(self) -> tuple[str, str, str, str]:
+        assert self.challenge is not None
+        credentials = self._lookup()
+        params = self.challenge.params
+        return (
+            params.get("realm", ""),
+            params.get("service", ""),
+            self.scope,
+            credentials.username if credentials else "",
+        )
+
+    def _forget_token(self) -> None:
+        auth.forget_token(*self._token_key())
+
+    def _token(self) -> str:
+        """A bearer token for this client's scope: the cached one until it expires, else a new one from the
+        realm, asked for with the credentials (Basic, or an identity token as OAuth2's refresh token)."""
+        realm, service, scope, user = self._token_key()
+        found = auth.cached_token(realm, service, scope, user)
+        if found:
+            return found
+        if not realm.startswith(("https://", "http://")):
+            raise RegistryError(f"The registry at {self.base} asks for a token but names no realm to get it from.")
+        credentials = self._lookup()
+        if credentials is not None and not auth.may_send_credentials(realm):
+            raise RegistryError(
+                f"The registry at {self.base} sends logins to the token service {realm} over plain HTTP: mlpack "
+                "sends credentials only over HTTPS (or to loopback)."
+            )
+        what = f"a token for {self.registry} from {realm}"
+        query = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+        with self._network(what):
+            if credentials is not None and credentials.username == auth.TOKEN_USER:
+                form = {**query, "grant_type": "refresh_token", "refresh_token": credentials.password,
+                        "client_id": "mlpack"}  # fmt: skip
+                response = self.session.post(realm, data=form, timeout=TIMEOUT, verify=self._verify)
+            else:
+                headers = {"Authorization": credentials.basic} if credentials else {}
+                response = self.session.get(
+                    realm, params=query, headers=headers, timeout=TIMEOUT, verify=self._verify
+                )
+        with response:
+            if response.status_code in (401, 403):
+                raise RegistryError(
+                    f"The token service {realm} refused {what.split(' from ')[0]} (HTTP {response.status_code}); "
+                    f"{self._login_hint(401)}."
+                )
+            if response.status_code != 200:
+                _raise_for(response, what, realm, "check the token service's log")
+            try:
+                token, lifetime = auth.read_token(response.json())
+            except ValueError as exc:
+                raise RegistryError(
+                    f"The token service {realm} answered {what} with no usable token ({exc})."
+                ) from None
+        auth.keep_token(realm, service, scope, user, token, lifetime)
+        return token
+
+    def _login_hint(self, status: int) -> str:
+        """What to do about a 401 or 403, knowing whether (and whence) credentials were sent."""
+        if status not in (401, 403):
+            return "check the repository, tag or digest" if status == 404 else "check the registry's log"
+        login = f"`mlpack login {self.registry}` (or docker login), or set {auth.ENV_REGISTRY}, {auth.ENV_USERNAME} and {auth.ENV_PASSWORD}"
+        if self.credentials is None:
+            return f"this registry needs a login: {login}"
+        verb = "push to" if self.scope.endswith("push") else "pull from"
+        if status == 403:
+            return f"the login for {self.registry} ({self.credentials.source}) may not {verb} {self.repository}: ask the registry's owner for that right"
+        return f"the login for {self.registry} ({self.credentials.source}) was refused or may not {verb} {self.repository}: check it, then {login}"
+
     def ping(self) -> None:
-        """GET /v2/ first, so a wrong address or a registry that wants a login fails with a clear sentence."""
-        self._request("GET", f"{self.base}/v2/", "the API check (GET /v2/)", (200,)).close()
+        """GET /v2/ first, so a wrong address fails with a clear sentence, and to learn how the registry wants
+        to be logged in to (its 401 challenge); then GET /v2/ again logged in, which checks the login."""
+        what = "the API check (GET /v2/)"
+        response = self._request("GET", f"{self.base}/v2/", what, (200, 401))
+        response.close()
+        if response.status_code == 200:
+            return
+        challenge = auth.parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise RegistryError(
+                f"The registry at {self.base} answered 401 without a Basic or Bearer challenge: mlpack cannot log in to it."
+            )
+        credentials = self._lookup()
+        if credentials is not None and not auth.may_send_credentials(self.base):
+            raise RegistryError(
+                f"The registry at {self.base} asks for a login over plain HTTP: mlpack sends credentials only over "
+                "HTTPS (or to loopback); serve it over TLS (--ca-cert FILE for a private CA)."
+            )
+        if challenge.scheme == "basic" and credentials is None:
+            raise RegistryError(f"The registry at {self.base} refused {what}: HTTP 401; {self._login_hint(401)}.")
+        self.challenge = challenge
+        self._request("GET", f"{self.base}/v2/", what, (200,)).close()
 
     def blob_exists(self, digest: str) -> bool:
         response = self._request("HEAD", self._url(f"blobs/{digest}"), f"a check for blob {digest}", (200, 404))
@@ -131,13 +278,14 @@ class Client:
         with self._network(what):
             response = self.session.get(
                 self._url(f"manifests/{reference}"),
-                headers={"Accept": spec.MANIFEST_ACCEPT},
+                headers={"Accept": spec.MANIFEST_ACCEPT, **self._authorization()},
                 timeout=TIMEOUT,
                 stream=True,
+                verify=self._verify,
             )
             with response:
                 if response.status_code != 200:
-                    _raise_for(response, what, self.base)
+                    _raise_for(response, what, self.base, self._login_hint(response.status_code))
                 body = _read_capped(response, MAX_MANIFEST, what)
         stored = response.headers.get("Docker-Content-Digest")
         return body, stored if stored and DIGEST.match(stored) else None
@@ -148,10 +296,16 @@ class Client:
         digest = hashlib.sha256()
         size = 0
         with self._network(what):
-            response = self.session.get(self._url(f"blobs/{descriptor['digest']}"), timeout=TIMEOUT, stream=True)
+            response = self.session.get(
+                self._url(f"blobs/{descriptor['digest']}"),
+                headers=self._authorization(),
+                timeout=TIMEOUT,
+                stream=True,
+                verify=self._verify,
+            )
             with response:
                 if response.status_code != 200:
-                    _raise_for(response, what, self.base)
+                    _raise_for(response, what, self.base, self._login_hint(response.status_code))
                 for chunk in response.iter_content(CHUNK):
                     size += len(chunk)
                     if size > descriptor["size"]:
@@ -179,6 +333,25 @@ class Client:
                 out.write(chunk)
 
 
+def check_login(
+    registry: str,
+    credentials: auth.Credentials,
+    *,
+    insecure: bool | None = None,
+    ca_cert: str | Path | None = None,
+) -> bool:
+    """Log in to ``registry`` (host[:port]) with ``credentials`` as ``docker login`` does: GET /v2/, meet its
+    challenge with them. RegistryError if refused; False if the registry asks for no login at all (nothing
+    could be checked), True if it took them."""
+    from mlpack.oci.reference import parse_reference
+
+    where = parse_reference(f"{registry}/login-check")
+    with Client(where, insecure, ca_cert=ca_cert, scope="") as client:
+        client.credentials, client._looked_up = credentials, True
+        client.ping()
+        return client.challenge is not None
+
+
 def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
     """Read a whole answer, but never more than limit: a hostile registry must not fill memory."""
     data = bytearray()
@@ -194,7 +367,7 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _raise_for(response: requests.Response, what: str, base: str) -> NoReturn:
+def _raise_for(response: requests.Response, what: str, base: str, hint: str) -> NoReturn:
     """Turn an HTTP error into one sentence with the status and the registry's own error message."""
     detail = ""
     # A HEAD answer has no body to read the registry's errors from.
@@ -209,12 +382,6 @@ def _raise_for(response: requests.Response, what: str, base: str) -> NoReturn:
         except (ValueError, AttributeError, requests.exceptions.RequestException):
             detail = ""
     status = response.status_code
-    if status in (401, 403):
-        hint = "mlpack does not log in to registries yet: use one that allows anonymous push and pull"
-    elif status == 404:
-        hint = "check the repository, tag or digest"
-    else:
-        hint = "check the registry's log"
     reason = f" ({_short(detail)})" if detail else f" {response.reason}" if response.reason else ""
     raise RegistryError(f"The registry at {base} refused {what}: HTTP {status}{reason}; {hint}.")
 

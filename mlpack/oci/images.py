@@ -17,7 +17,9 @@ from mlpack.oci.client import Client
 from mlpack.oci.reference import DIGEST, parse_reference
 
 
-def push_layout(layout: str | Path, ref: str, *, insecure: bool | None = None) -> PushResult:
+def push_layout(
+    layout: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None
+) -> PushResult:
     """Push the one image of an OCI image layout (as written by ``containerize``) to REF, bytes unchanged,
     so the pushed manifest keeps its digest; blobs the registry already holds are not sent again."""
     root = Path(layout)
@@ -38,7 +40,7 @@ def push_layout(layout: str | Path, ref: str, *, insecure: bool | None = None) -
     images = _images(body, root)  # (digest, manifest bytes) per image: the platforms of an index, or this one
     uploaded: list[str] = []
     skipped: list[str] = []
-    with Client(target, insecure) as client:
+    with Client(target, insecure, push=True, ca_cert=ca_cert) as client:
         client.ping()
         for image_digest, manifest in images:
             for descriptor in _blob_descriptors(manifest, root):
