@@ -225,6 +225,21 @@ def render_inspect(info: Inspection) -> str:
     return "\n".join(lines)
 
 
+def render_remote(remote: dict[str, Any]) -> str:
+    """``mlpack inspect REF``: a pushed package and what refers to it."""
+    lines = [
+        f"{remote['name']} {remote['version']}  {remote['package_digest']}",
+        f"  reference    {remote['reference']}",
+        f"  artifact     {remote['digest']}",
+        "  files",
+        *(f"    {f['path']:<28} {f['size']:>10}  {f['digest'][7:23]}…" for f in remote["files"]),
+        f"  referrers    {len(remote['referrers'])} (from the {remote['referrers_via']})",
+        *(f"    {r['kind'] or '-':<12} {r['title'] or '-':<28} {r['artifactType']}  {str(r['digest'])[7:23]}…"
+          for r in remote["referrers"]),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
 def render_hardware(profile: dict[str, Any]) -> str:
     cpu = profile["cpu"]
     ort = profile["onnxruntime"]

@@ -370,7 +370,9 @@ def test_unreachable_registry(package: Path, tmp_path: Path) -> None:
 
 
 def test_tls_against_a_plain_http_registry(reg: Registry, package: Path) -> None:
-    with pytest.raises(RegistryError, match=r"TLS with the registry at https://.*--insecure for a plain-HTTP registry"):
+    with pytest.raises(
+        RegistryError, match=r"TLS with the registry at https://.*--insecure for a plain-HTTP registry"
+    ):
         artifact.push(package, f"{reg.host}/forest", insecure=False)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mlpack.cli.common import JsonOpt, app, emit, run
+from mlpack.cli.registry import CaCertOpt, InsecureOpt
 
 AtolOpt = Annotated[
     list[str] | None,
@@ -217,17 +218,50 @@ def compare(
     raise typer.Exit(code)
 
 
+def _is_reference(text: str) -> bool:
+    """A registry reference rather than a folder: no such path here, and it parses as host/repository:tag."""
+    from mlpack.errors import UsageError
+    from mlpack.oci.reference import parse_reference
+
+    if Path(text).exists():
+        return False
+    try:
+        ref = parse_reference(text)
+    except UsageError:
+        return False
+    return ref.tag is not None or ref.digest is not None
+
+
 @app.command()
 def inspect(
-    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package folder.", show_default=False)],
+    package: Annotated[
+        str,
+        typer.Argument(
+            metavar="PACKAGE|REF",
+            help="Package folder, or a pushed package: host[:port]/repository:tag or …@sha256:<hex>.",
+            show_default=False,
+        ),
+    ],
+    insecure: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what a package holds: manifest summary, digest and files. Runs nothing, checks nothing."""
+    """Show what a package holds: manifest summary, digest and files. Runs nothing, checks nothing.
+
+    Given a registry reference, reads the pushed package's manifest (nothing is downloaded but mlpack.json) and
+    lists what refers to it: signature, BOM, provenance, verify attestations, other tools' artifacts."""
 
     def action() -> None:
         from mlpack.inspector import inspect as inspect_package
         from mlpack.report import render_inspect
 
+        if _is_reference(package):
+            from mlpack.oci.artifact import inspect_remote
+            from mlpack.report import render_remote
+
+            remote = inspect_remote(package, insecure=insecure, ca_cert=ca_cert)
+            emit(remote, as_json, lambda: render_remote(remote))
+            return
         info = inspect_package(package)
         emit(info.to_dict(), as_json, lambda: render_inspect(info))
 

@@ -43,10 +43,23 @@ def push(
     ],
     insecure: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
+    attestation: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--attestation",
+            metavar="FILE",
+            help="Attach this verify attestation (mlpack verify --attest) as a referrer; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if
     the registry fails or refuses the login.
+
+    Its signature, BOM, provenance and the attestations given are attached as OCI 1.1 referrers of the
+    artifact (the referrers API, or the sha256-<hex> tag where the registry lacks it): `mlpack inspect REF`
+    lists them.
 
     Logs in with the credentials `mlpack login` or `docker login` stored (Docker's config.json, its credential
     helpers), or MLPACK_REGISTRY with MLPACK_REGISTRY_USERNAME and MLPACK_REGISTRY_PASSWORD."""
@@ -54,10 +67,14 @@ def push(
     def action() -> None:
         from mlpack.oci.artifact import push as push_package
 
-        result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert)
+        result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert, attestations=attestation or [])
+        attached = (
+            f"\n  attached {', '.join(result.referrers)} ({result.referrers_via})" if result.referrers else ""
+        )
         emit(result.to_dict(), as_json, lambda: (
             f"pushed {result.reference}\n  digest   {result.digest}\n  package  {result.package_digest}\n"
-            f"  pull by  {result.pinned}\n  sent {len(result.uploaded)} blobs, {len(result.skipped)} already there"))  # fmt: skip
+            f"  pull by  {result.pinned}\n  sent {len(result.uploaded)} blobs, {len(result.skipped)} already there"
+            f"{attached}"))  # fmt: skip
 
     run(as_json, action)
 
@@ -98,6 +115,49 @@ def pull(
                            ca_cert=ca_cert)  # fmt: skip
         data = {"path": str(pkg.path), "name": pkg.name, "version": pkg.version, "digest": pkg.digest}
         emit(data, as_json, lambda: f"pulled {ref} to {pkg.path} ({pkg.digest})")
+
+    run(as_json, action)
+
+
+@app.command()
+def attach(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="REF",
+            help="A pushed package: host[:port]/repository:tag or …@sha256:<hex>.",
+            show_default=False,
+        ),
+    ],
+    signature: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="mlpack.sig from `mlpack sign` of the same package.", show_default=False
+        ),
+    ] = None,
+    attestation: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="FILE", help="A verify attestation (mlpack verify --attest); repeatable.", show_default=False
+        ),
+    ] = None,
+    insecure: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Attach a signature or verify attestations to a package already pushed, as OCI 1.1 referrers: the
+    artifact and its digest stay as they were. `pull --key` takes the signature from there when the artifact
+    has none; `mlpack inspect REF` lists them. An attestation about another package is refused (exit 2).
+
+    Example: mlpack verify pkg --attest proof.json --attest-key key.pem && mlpack attach reg/churn:3 --attestation proof.json"""
+
+    def action() -> None:
+        from mlpack.oci.artifact import attach as attach_to
+
+        done = attach_to(ref, signature=signature, attestations=attestation or [], insecure=insecure,
+                         ca_cert=ca_cert)  # fmt: skip
+        emit(done, as_json, lambda: f"attached to {done['reference']} ({done['digest']}): "
+             + ", ".join(f"{a['kind']} {a['title']}" for a in done["attached"]) + f" ({done['referrers_via']})")  # fmt: skip
 
     run(as_json, action)
 

@@ -14,6 +14,10 @@ The artifact is one OCI image manifest (``artifactType`` = ``application/vnd.mlp
 - annotations: package digest, name and version (``org.mlpack.package.*``), plus the standard
   ``org.opencontainers.image.created`` and ``org.opencontainers.image.version``.
 
+The signature, the BOM, the provenance and any verify attestations given are also attached as OCI 1.1
+referrers of that manifest (``referrers.py``), so registry tools list them beside the package, and a
+signature made after the push can still reach a pull.
+
 The manifest is serialised canonically (sorted keys, no whitespace), so the same package always gives
 the same manifest digest on any machine. Only the OCI distribution HTTP API is used (``client.py``), so
 any OCI 1.1 registry works.
@@ -28,6 +32,7 @@ verified.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,12 @@ from mlpack.manifest import Manifest
 from mlpack.oci import spec
 from mlpack.oci.client import Client
 from mlpack.oci.reference import DIGEST, parse_reference
+from mlpack.oci.referrers import Referrer
 from mlpack.package import (
     MANIFEST,
     MODEL,
+    PROVENANCE,
+    SIGNATURE,
     TRUST_FILES,
     Package,
     check_integrity,
@@ -61,6 +69,8 @@ class PushResult:
     package_digest: str  # sha256 of mlpack.json, the package's identity ("" for an image)
     uploaded: tuple[str, ...] = ()  # files whose blobs were sent
     skipped: tuple[str, ...] = ()  # files whose blobs the registry already held
+    referrers: tuple[str, ...] = ()  # "kind title" of each referrer attached
+    referrers_via: str = ""  # "referrers API" or "tag sha256-…"
 
     @property
     def pinned(self) -> str:
@@ -76,6 +86,8 @@ class PushResult:
             "package_digest": self.package_digest,
             "uploaded": list(self.uploaded),
             "skipped": list(self.skipped),
+            "referrers": list(self.referrers),
+            "referrers_via": self.referrers_via,
         }
 
 
@@ -123,12 +135,84 @@ def artifact_manifest(package: Package) -> bytes:
     return spec.canonical(manifest)
 
 
+def package_referrers(package: Package, attestations: Sequence[str | Path] = ()) -> list[Referrer]:
+    """What a push attaches about a package: its signature, BOM and provenance where it has them, and the verify
+    attestations given (each must be an in-toto statement about this package's digest)."""
+    from mlpack.bom import BOM
+    from mlpack.oci import referrers
+
+    kinds = [("signature", referrers.SIGNATURE, SIGNATURE), ("bom", referrers.BOM, BOM),
+             ("provenance", referrers.IN_TOTO, PROVENANCE)]  # fmt: skip
+    found = [Referrer(kind, media, title, (package.path / title).read_bytes())
+             for kind, media, title in kinds if (package.path / title).is_file()]  # fmt: skip
+    return found + [_attestation(given, package.digest) for given in attestations]
+
+
+def _attestation(given: str | Path, package_digest: str) -> Referrer:
+    """A verify attestation to attach: an in-toto statement (signed or not) about this package's digest."""
+    from mlpack.oci import referrers
+    from mlpack.provenance import check_subject
+
+    path = Path(given)
+    if not path.is_file():
+        raise UsageError(f"--attestation {path} is no file: give one that mlpack verify --attest wrote.")
+    try:
+        check_subject(path, package_digest)
+    except IntegrityError as exc:
+        raise UsageError(f"--attestation {path}: {exc.message}") from None
+    return Referrer("attestation", referrers.IN_TOTO, f"attestations/{path.name}", path.read_bytes())
+
+
+def attach(
+    ref: str, *, signature: str | Path | None = None, attestations: Sequence[str | Path] = (),
+    insecure: bool | None = None, ca_cert: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Attach a signature (``mlpack sign`` of the same package) or verify attestations to a package already in
+    a registry, as referrers of its manifest: the artifact, and so its digest, stays as it was. A pull with
+    ``--key`` takes the signature from there when the artifact carries none."""
+    from mlpack.oci import referrers
+
+    source = parse_reference(ref)
+    if source.tag is None and source.digest is None:
+        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    if signature is None and not attestations:
+        raise UsageError("Nothing to attach: give --signature FILE or --attestation FILE.")
+    items: list[Referrer] = []
+    if signature is not None:
+        path = Path(signature)
+        try:
+            data = path.read_bytes()
+            json.loads(data)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--signature {path} is no signature file mlpack sign wrote ({exc}).") from None
+        items.append(Referrer("signature", referrers.SIGNATURE, SIGNATURE, data))
+    with Client(source, insecure, push=True, ca_cert=ca_cert) as client:
+        client.ping()
+        body, _ = client.get_manifest(source.digest or str(source.tag))
+        digest = f"sha256:{sha256_bytes(body)}"
+        if source.digest and digest != source.digest:
+            raise IntegrityError(f"The registry answered {source} with a manifest whose digest is {digest}.")
+        config_descriptor, _ = _read_manifest(body, str(source))
+        items += [_attestation(given, config_descriptor["digest"]) for given in attestations]
+        attached, via = referrers.attach(client, spec.descriptor(spec.IMAGE_MANIFEST, digest, len(body)), items)
+    return {
+        "reference": str(source), "digest": digest, "package_digest": config_descriptor["digest"],
+        "attached": [{"kind": r.kind, "title": r.title, "digest": d} for r, d in zip(items, attached, strict=True)],
+        "referrers_via": via,
+    }  # fmt: skip
+
+
 def push(
-    package: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None
-) -> PushResult:
+    package: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None,
+    attestations: Sequence[str | Path] = (),
+) -> PushResult:  # fmt: skip
     """Upload a verified package as an OCI artifact; blobs the registry already holds are not sent again.
+    Then attach its signature, BOM, provenance and ``attestations`` as referrers of the artifact's manifest.
     Logs in with the credentials configured for the registry (``auth.py``) when it asks for them."""
+    from mlpack.oci import referrers
+
     local = open_intact(package, "rebuild it: a tampered package is never pushed.")
+    attached = package_referrers(local, attestations)
     target = parse_reference(ref)
     if target.tag is None and target.digest is None:
         target = replace(target, tag=local.version)
@@ -157,8 +241,11 @@ def push(
                     client.upload(descriptor, stream, title)
             uploaded.append(title)
         client.put_manifest(target.tag or digest, body, digest)
+        subject = spec.descriptor(spec.IMAGE_MANIFEST, digest, len(body))
+        _, via = referrers.attach(client, subject, attached)
     written = replace(target, digest=None) if target.tag else target
-    return PushResult(str(written), digest, local.digest, tuple(uploaded), tuple(skipped))
+    return PushResult(str(written), digest, local.digest, tuple(uploaded), tuple(skipped),
+                      tuple(f"{r.kind} {r.title}" for r in attached), via)  # fmt: skip
 
 
 def pull(
@@ -196,6 +283,8 @@ def pull(
             (folder / MANIFEST).write_bytes(config_bytes)
             for title, descriptor in layers:
                 client.download(descriptor, folder / title, title)
+            if key is not None or require_signature:  # a signature or provenance attached after the push
+                _trust_from_referrers(client, actual, folder)
             problems = check_integrity(open_package(folder))
             if problems:
                 raise IntegrityError(
@@ -207,8 +296,59 @@ def pull(
                 try:
                     signing.check_trust(open_package(folder), key, required=require_signature)
                 except IntegrityError as exc:
-                    raise IntegrityError(f"{source}: {exc.message} Nothing was written.") from None
+                    said = exc.message.replace(f"{folder}/", "").replace(
+                        str(folder), "the package"
+                    )  # no staging path
+                    raise IntegrityError(f"{source}: {said} Nothing was written.") from None
     return open_package(target)
+
+
+def _trust_from_referrers(client: Client, digest: str, folder: Path) -> None:
+    """Write the signature and provenance referrers of ``digest`` into the staging folder where the artifact's
+    own layers brought none (the newest listed wins); each is then checked like one that came as a layer."""
+    from mlpack.oci import referrers
+
+    wanted = {"signature": SIGNATURE, "provenance": PROVENANCE}
+    found, _ = referrers.listed(client, digest)
+    for descriptor in reversed(found):
+        kind = (descriptor.get("annotations") or {}).get(referrers.KIND)
+        title = wanted.get(kind) if isinstance(kind, str) else None
+        if title is None or (folder / title).exists():
+            continue
+        got = referrers.fetch(client, descriptor, digest)
+        if got is not None and got.title == title:
+            (folder / title).parent.mkdir(parents=True, exist_ok=True)
+            (folder / title).write_bytes(got.data)
+
+
+def inspect_remote(ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None) -> dict[str, Any]:
+    """What a package in a registry is, without pulling it: its manifest summary (from mlpack.json, checked
+    against the artifact), its files, and what refers to it (signature, BOM, provenance, attestations, or
+    another tool's). Reads nothing but manifests, the config and the referrers list."""
+    from mlpack.oci import referrers
+
+    source = parse_reference(ref)
+    if source.tag is None and source.digest is None:
+        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    with Client(source, insecure, ca_cert=ca_cert) as client:
+        client.ping()
+        body, _ = client.get_manifest(source.digest or str(source.tag))
+        digest = f"sha256:{sha256_bytes(body)}"
+        if source.digest and digest != source.digest:
+            raise IntegrityError(f"The registry answered {source} with a manifest whose digest is {digest}.")
+        config_descriptor, layers = _read_manifest(body, str(source))
+        config = _read_config(client.get_blob(config_descriptor, MANIFEST), layers, str(source))
+        found, via = referrers.listed(client, digest)
+    return {
+        "reference": str(source), "digest": digest, "package_digest": config_descriptor["digest"],
+        "name": config.name, "version": config.version,
+        "files": [{"path": title, "size": d["size"], "digest": d["digest"]} for title, d in layers],
+        "referrers": [{"digest": d.get("digest"), "artifactType": d.get("artifactType", ""),
+                       "kind": (d.get("annotations") or {}).get(referrers.KIND, ""),
+                       "title": (d.get("annotations") or {}).get(spec.TITLE, ""), "size": d.get("size")}
+                      for d in found],
+        "referrers_via": via,
+    }  # fmt: skip
 
 
 def _safe_title(title: str) -> bool:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import urljoin
@@ -255,7 +256,8 @@ class Client:
 
     def put_manifest(
         self, reference: str, body: bytes, digest: str, media_type: str = spec.IMAGE_MANIFEST
-    ) -> None:
+    ) -> Mapping[str, str]:
+        """PUT a manifest; the registry's answer headers (``OCI-Subject`` says it indexed a referrer)."""
         what = f"the manifest {self.repository}:{reference}"
         response = self._request(
             "PUT",
@@ -271,6 +273,30 @@ class Client:
             raise RegistryError(
                 f"The registry at {self.base} stored {what} as {stored}, not {digest}: it rewrote the manifest."
             )
+        return response.headers
+
+    def get_manifest_if_any(self, reference: str) -> bytes | None:
+        """A manifest's bytes, or None where the registry has none by that reference (404)."""
+        try:
+            return self.get_manifest(reference)[0]
+        except _NotFound:
+            return None
+
+    def referrers(self, digest: str) -> list[dict[str, Any]] | None:
+        """The referrers API's list for ``digest``, or None where the registry has no such API (404)."""
+        what = f"the referrers of {digest}"
+        response = self._request(
+            "GET", self._url(f"referrers/{digest}"), what, (200, 404), headers={"Accept": spec.IMAGE_INDEX}
+        )
+        with response:
+            if response.status_code == 404:
+                return None
+            body = _read_capped(response, MAX_MANIFEST, what)
+        try:
+            manifests = json.loads(body).get("manifests")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"The registry at {self.base} answered {what} with no image index.") from None
+        return [m for m in manifests or [] if isinstance(m, dict) and DIGEST.match(str(m.get("digest")))]
 
     def get_manifest(self, reference: str) -> tuple[bytes, str | None]:
         """The manifest bytes and the digest the registry says they have."""
@@ -367,6 +393,10 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _NotFound(RegistryError):
+    """A 404: for the callers that take "nothing there" as an answer (get_manifest_if_any)."""
+
+
 def _raise_for(response: requests.Response, what: str, base: str, hint: str) -> NoReturn:
     """Turn an HTTP error into one sentence with the status and the registry's own error message."""
     detail = ""
@@ -383,7 +413,8 @@ def _raise_for(response: requests.Response, what: str, base: str, hint: str) -> 
             detail = ""
     status = response.status_code
     reason = f" ({_short(detail)})" if detail else f" {response.reason}" if response.reason else ""
-    raise RegistryError(f"The registry at {base} refused {what}: HTTP {status}{reason}; {hint}.")
+    error = _NotFound if status == 404 else RegistryError
+    raise error(f"The registry at {base} refused {what}: HTTP {status}{reason}; {hint}.")
 
 
 def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -12,6 +12,7 @@ from mlpack.fileio import write_atomic
 IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 IMAGE_INDEX = "application/vnd.oci.image.index.v1+json"
 IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"  # the config of an artifact that has none: the bytes {}
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
