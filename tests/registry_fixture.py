@@ -106,3 +106,27 @@ def start_registry(folder: Path, auth: str = "", tls: tuple[Path, Path, Path] | 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def package_trust_kinds(package: Path) -> list[str]:
+    found = {"signature": "mlpack.sig", "bom": "env/bom.cdx.json", "provenance": "env/provenance.intoto.json"}
+    return sorted(kind for kind, path in found.items() if (package / path).is_file())
+
+
+def image_referrers(url: str, repository: str, pushed: str) -> list[str]:
+    """The kinds of mlpack referrers attached to a pushed image (Distribution: the sha256-<hex> tag's index),
+    each checked to be about that image."""
+    import requests
+
+    from mlpack.oci import referrers, spec
+
+    digest = pushed.rsplit("@", 1)[1]
+    index = requests.get(f"{url}/v2/{repository}/manifests/sha256-{digest[7:]}",
+                         headers={"Accept": spec.IMAGE_INDEX}, timeout=10).json()  # fmt: skip
+    kinds = []
+    for descriptor in index["manifests"]:
+        manifest = requests.get(f"{url}/v2/{repository}/manifests/{descriptor['digest']}",
+                                headers={"Accept": spec.IMAGE_MANIFEST}, timeout=10).json()  # fmt: skip
+        assert manifest["subject"]["digest"] == digest
+        kinds.append(descriptor["annotations"][referrers.KIND])
+    return sorted(kinds)

@@ -262,7 +262,7 @@ def test_daemonless_oci_layout_is_reproducible_valid_and_runs(
 @pytest.mark.registry
 def test_push_after_the_gate_reaches_a_real_registry(engine: Any, base: str, built: Path, tmp_path: Path,
                                                       cli: CliRunner) -> None:  # fmt: skip
-    from registry_fixture import start_registry
+    from registry_fixture import image_referrers, package_trust_kinds, start_registry
 
     with start_registry(tmp_path / "registry") as registry:
         release = f"{registry.host}/mlpack-test/forest:1"
@@ -277,6 +277,7 @@ def test_push_after_the_gate_reaches_a_real_registry(engine: Any, base: str, bui
         inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
                                   f"docker://{release}"], capture_output=True, text=True)  # fmt: skip
         assert inspect.stdout.strip() == pushed.rsplit("@", 1)[1]  # the registry holds what was gated
+        assert image_referrers(registry.url, "mlpack-test/forest", pushed) == package_trust_kinds(built)
 
 
 def test_build_faults_name_the_cause(engine: Any, package: Path, tmp_path: Path, cli: CliRunner) -> None:

@@ -46,6 +46,10 @@ def test_a_multi_platform_layout_is_gated_in_each_image_and_reproducible(
         assert first.returncode == 0, first.stderr + first.stdout
         result = json.loads(first.stdout)
         assert result["pushed"] == f"{release}@{result['digest']}"  # the index, bytes unchanged
+        from registry_fixture import image_referrers, package_trust_kinds
+
+        # the package's BOM, provenance (and signature) are attached to the image index as referrers
+        assert image_referrers(registry.url, "mlpack-test/forest", result["pushed"]) == package_trust_kinds(built)
         import subprocess
 
         for arch in ("amd64", "arm64"):  # skopeo resolves each platform from the pushed index, checking blobs

@@ -95,7 +95,7 @@ def containerize(
                 from mlpack.oci.images import push_layout
 
                 progress(f"pushing {tag}")
-                pushed = push_layout(written.layout, tag)
+                pushed = push_layout(written.layout, tag, package=package)
                 written = replace(written, pushed=f"{pushed.reference}@{pushed.digest}")
             emit(written.to_dict(), as_json, lambda: render_oci(written))
             return

@@ -52,6 +52,14 @@ def push(
             show_default=False,
         ),
     ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="mlpack: mlpack's own artifact; modelpack: a CNCF ModelPack artifact (format onnx, raw layers) "
+            "that ModelPack tools (KitOps, modctl, Docker Model Runner) pull too. mlpack pull reads both.",
+        ),
+    ] = "mlpack",
     as_json: JsonOpt = False,
 ) -> None:
     """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if
@@ -67,7 +75,8 @@ def push(
     def action() -> None:
         from mlpack.oci.artifact import push as push_package
 
-        result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert, attestations=attestation or [])
+        result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert, attestations=attestation or [],
+                              format=format)  # fmt: skip
         attached = (
             f"\n  attached {', '.join(result.referrers)} ({result.referrers_via})" if result.referrers else ""
         )

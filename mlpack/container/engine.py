@@ -196,7 +196,7 @@ def containerize(
     pushed = None
     if push:
         say(f"pushing {release}")
-        pushed = _push(engine, release)
+        pushed = _push(engine, release, context.package.path)
     with engine_step(f"inspect the released image {release}"):
         labels = engine.images.get(release).labels or {}
     if labels.get(DIGEST_LABEL) != context.package.digest:
@@ -207,9 +207,10 @@ def containerize(
     )  # fmt: skip
 
 
-def _push(engine: Any, release: str) -> str:
+def _push(engine: Any, release: str, package: Path) -> str:
     """Push the release image with mlpack's own registry client: the engine saves it, the layers travel as
-    they are, and no engine-side registry configuration (TLS, insecure lists) is needed."""
+    they are, and no engine-side registry configuration (TLS, insecure lists) is needed. The package's
+    signature, BOM and provenance are attached to the image as referrers."""
     from mlpack.container.oci import layout_from_archive
     from mlpack.oci.images import push_layout
 
@@ -219,5 +220,5 @@ def _push(engine: Any, release: str) -> str:
             for chunk in engine.images.get(release).save(named=True):
                 out.write(chunk)
         layout = layout_from_archive(archive, Path(tmp) / "layout", release)
-        result = push_layout(layout, release)
+        result = push_layout(layout, release, package=package)
     return f"{result.reference}@{result.digest}"

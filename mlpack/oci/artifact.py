@@ -18,6 +18,12 @@ The signature, the BOM, the provenance and any verify attestations given are als
 referrers of that manifest (``referrers.py``), so registry tools list them beside the package, and a
 signature made after the push can still reach a pull.
 
+``push --format modelpack`` writes the same files as a CNCF ModelPack artifact instead (``modelpack_manifest``:
+``artifactType application/vnd.cncf.model.manifest.v1+json``, a ModelPack config with ``format: onnx`` and the
+layers' diff ids, ``model.onnx`` as a raw weight layer, the golden tensors as raw dataset layers, mlpack.json and
+the rest as raw doc layers, each with ``org.cncf.model.filepath``), so ModelPack consumers (KitOps, Docker Model
+Runner, modctl) can pull it; mlpack's digest is the ``org.mlpack.package.digest`` annotation. Pull reads both.
+
 The manifest is serialised canonically (sorted keys, no whitespace), so the same package always gives
 the same manifest digest on any machine. Only the OCI distribution HTTP API is used (``client.py``), so
 any OCI 1.1 registry works.
@@ -135,6 +141,49 @@ def artifact_manifest(package: Package) -> bytes:
     return spec.canonical(manifest)
 
 
+def modelpack_manifest(package: Package) -> tuple[bytes, bytes]:
+    """The package as a CNCF ModelPack artifact: (manifest, config), both canonical. Pure apart from reading
+    file sizes (and mlpack.json's bytes), like artifact_manifest; call it on a package that passed integrity."""
+    config_bytes = (package.path / MANIFEST).read_bytes()
+    files = {MANIFEST: sha256_bytes(config_bytes), **package.manifest.files}
+    files |= {t: sha256_file(package.path / t) for t in TRUST_FILES if (package.path / t).is_file()}
+
+    def media(title: str) -> str:
+        if title == MODEL:
+            return spec.MODELPACK_WEIGHT
+        return spec.MODELPACK_DATASET if title.endswith(".npz") else spec.MODELPACK_DOC
+
+    order = [MODEL, *sorted(t for t in files if t != MODEL)]  # the weights first, as ModelPack readers expect
+    layers = [spec.descriptor(media(t), f"sha256:{files[t]}", (package.path / t).stat().st_size,
+                              {spec.TITLE: t, spec.MODELPACK_FILEPATH: t}) for t in order]  # fmt: skip
+    m = package.manifest
+    descriptor: dict[str, Any] = {"name": m.name, "version": m.version,
+                                  "description": "An mlpack package: an ONNX model with its golden inputs and outputs, "
+                                  "environment lock and hardware profile; mlpack verify proves it."}  # fmt: skip
+    if m.created:
+        descriptor["createdAt"] = m.created
+    if m.source is not None:
+        descriptor["family"] = m.source.framework
+    model_config: dict[str, Any] = {"format": "onnx"}
+    if m.source is not None and m.source.model_class:
+        model_config["architecture"] = m.source.model_class
+    config = spec.canonical({"descriptor": descriptor, "config": model_config,
+                             "modelfs": {"type": "layers", "diff_ids": [d["digest"] for d in layers]}})  # fmt: skip
+    annotations = {spec.PACKAGE_DIGEST: f"sha256:{files[MANIFEST]}", spec.PACKAGE_NAME: m.name,
+                   spec.PACKAGE_VERSION: m.version, spec.VERSION: m.version}  # fmt: skip
+    if m.created:
+        annotations[spec.CREATED] = m.created
+    manifest = {
+        "schemaVersion": 2, "mediaType": spec.IMAGE_MANIFEST, "artifactType": spec.MODELPACK_TYPE,
+        "config": spec.descriptor(spec.MODELPACK_CONFIG, f"sha256:{sha256_bytes(config)}", len(config)),
+        "layers": layers, "annotations": annotations,
+    }  # fmt: skip
+    return spec.canonical(manifest), config
+
+
+FORMATS = ("mlpack", "modelpack")
+
+
 def package_referrers(package: Package, attestations: Sequence[str | Path] = ()) -> list[Referrer]:
     """What a push attaches about a package: its signature, BOM and provenance where it has them, and the verify
     attestations given (each must be an in-toto statement about this package's digest)."""
@@ -204,19 +253,25 @@ def attach(
 
 def push(
     package: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None,
-    attestations: Sequence[str | Path] = (),
+    attestations: Sequence[str | Path] = (), format: str = "mlpack",
 ) -> PushResult:  # fmt: skip
-    """Upload a verified package as an OCI artifact; blobs the registry already holds are not sent again.
-    Then attach its signature, BOM, provenance and ``attestations`` as referrers of the artifact's manifest.
-    Logs in with the credentials configured for the registry (``auth.py``) when it asks for them."""
+    """Upload a verified package as an OCI artifact (``format``: mlpack's own, or a CNCF ModelPack); blobs the
+    registry already holds are not sent again. Then attach its signature, BOM, provenance and ``attestations``
+    as referrers of the artifact's manifest. Logs in with the credentials configured for the registry
+    (``auth.py``) when it asks for them."""
     from mlpack.oci import referrers
 
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}.")
     local = open_intact(package, "rebuild it: a tampered package is never pushed.")
     attached = package_referrers(local, attestations)
     target = parse_reference(ref)
     if target.tag is None and target.digest is None:
         target = replace(target, tag=local.version)
-    body = artifact_manifest(local)
+    if format == "modelpack":
+        body, config_bytes = modelpack_manifest(local)
+    else:
+        body, config_bytes = artifact_manifest(local), (local.path / MANIFEST).read_bytes()
     digest = f"sha256:{sha256_bytes(body)}"
     if target.digest is not None and target.digest != digest:
         raise IntegrityError(
@@ -224,17 +279,20 @@ def push(
             "push by tag, or give the right digest."
         )
     manifest = json.loads(body)
-    config_bytes = (local.path / MANIFEST).read_bytes()
     uploaded: list[str] = []
     skipped: list[str] = []
     with Client(target, insecure, push=True, ca_cert=ca_cert) as client:
         client.ping()
-        blobs = [(MANIFEST, manifest["config"]), *((d["annotations"][spec.TITLE], d) for d in manifest["layers"])]
+        config_title = MANIFEST if format == "mlpack" else "the ModelPack config"
+        blobs = [
+            (config_title, manifest["config"]),
+            *((d["annotations"][spec.TITLE], d) for d in manifest["layers"]),
+        ]
         for title, descriptor in blobs:
             if client.blob_exists(descriptor["digest"]):
                 skipped.append(title)
                 continue
-            if title == MANIFEST:
+            if descriptor is manifest["config"]:
                 client.upload(descriptor, config_bytes, title)
             else:
                 with open(local.path / title, "rb") as stream:
@@ -296,9 +354,7 @@ def pull(
                 try:
                     signing.check_trust(open_package(folder), key, required=require_signature)
                 except IntegrityError as exc:
-                    said = exc.message.replace(f"{folder}/", "").replace(
-                        str(folder), "the package"
-                    )  # no staging path
+                    said = exc.message.replace(f"{folder}/", "").replace(str(folder), "the package")
                     raise IntegrityError(f"{source}: {said} Nothing was written.") from None
     return open_package(target)
 
@@ -363,33 +419,41 @@ def _safe_title(title: str) -> bool:
 
 
 def _read_manifest(body: bytes, source: str) -> tuple[dict[str, Any], Layers]:
-    """Check that the manifest is an mlpack artifact with safe, distinct titles; return config and layers."""
+    """Check that the manifest is an mlpack package, in mlpack's form or as a ModelPack, with safe, distinct
+    titles; return the descriptor of its mlpack.json (the config, or the ModelPack's mlpack.json layer) and the
+    other layers."""
     try:
         manifest = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise UsageError(f"{source} is not an mlpack package: its manifest is not JSON.") from None
     config = manifest.get("config") if isinstance(manifest, dict) else None
+    modelpack = isinstance(manifest, dict) and manifest.get("artifactType") == spec.MODELPACK_TYPE
     if (
         not isinstance(manifest, dict)
         or manifest.get("mediaType", spec.IMAGE_MANIFEST) != spec.IMAGE_MANIFEST
-        or manifest.get("artifactType", spec.ARTIFACT_TYPE) != spec.ARTIFACT_TYPE
+        or manifest.get("artifactType", spec.ARTIFACT_TYPE) not in (spec.ARTIFACT_TYPE, spec.MODELPACK_TYPE)
         or not isinstance(config, dict)
-        or config.get("mediaType") != spec.PACKAGE_CONFIG
+        or config.get("mediaType") != (spec.MODELPACK_CONFIG if modelpack else spec.PACKAGE_CONFIG)
         or not isinstance(manifest.get("layers"), list)
+        or (modelpack and not _modelpack_package_layer(manifest["layers"]))
     ):
         kind = None
         if isinstance(manifest, dict):
             kind = manifest.get("artifactType") or (config or {}).get("mediaType") or manifest.get("mediaType")
+        if modelpack:
+            kind = f"{kind} without mlpack.json"
         raise UsageError(
             f"{source} is not an mlpack package ({kind or 'unknown artifact type'}): "
             "pull it with docker, podman or oras instead."
         )
+    if modelpack:
+        config = _modelpack_package_layer(manifest["layers"])
+        manifest = {**manifest, "layers": [d for d in manifest["layers"] if d is not config]}
     _check_descriptor(config, MANIFEST, source)
     layers: Layers = []
     seen: set[str] = set()
     for descriptor in manifest["layers"]:
-        annotations = descriptor.get("annotations") if isinstance(descriptor, dict) else None
-        title = annotations.get(spec.TITLE) if isinstance(annotations, dict) else None
+        title = _title(descriptor)
         if not isinstance(title, str):
             raise IntegrityError(f"{source} has a layer without a title: the artifact is malformed.")
         # casefold: two titles differing only in case would overwrite each other on macOS and Windows.
@@ -413,6 +477,20 @@ def _read_manifest(body: bytes, source: str) -> tuple[dict[str, Any], Layers]:
     return config, layers
 
 
+def _title(descriptor: Any) -> Any:
+    """A layer's file path: ModelPack's ``org.cncf.model.filepath``, else the OCI title."""
+    annotations = descriptor.get("annotations") if isinstance(descriptor, dict) else None
+    if not isinstance(annotations, dict):
+        return None
+    return annotations.get(spec.MODELPACK_FILEPATH, annotations.get(spec.TITLE))
+
+
+def _modelpack_package_layer(layers: list[Any]) -> Any:
+    """The one layer of a ModelPack that holds mlpack.json (None if there is not exactly one)."""
+    found = [d for d in layers if _title(d) == MANIFEST]
+    return found[0] if len(found) == 1 and isinstance(found[0], dict) else None
+
+
 def _check_descriptor(descriptor: dict[str, Any], title: str, source: str) -> None:
     digest, size = descriptor.get("digest"), descriptor.get("size")
     if not isinstance(digest, str) or not DIGEST.match(digest):
@@ -427,7 +505,7 @@ def _read_config(data: bytes, layers: Layers, source: str) -> Manifest:
     manifest = Manifest.from_bytes(data, f"{MANIFEST} of {source}")
     files = manifest.files
     for title, descriptor in layers:
-        if title in TRUST_FILES and descriptor.get("mediaType") != spec.TRUST_LAYER:
+        if title in TRUST_FILES and descriptor.get("mediaType") not in (spec.TRUST_LAYER, spec.MODELPACK_DOC):
             raise IntegrityError(
                 f"{source} carries {title} as {descriptor.get('mediaType')}: refusing to pull it."
             )

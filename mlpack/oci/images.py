@@ -18,10 +18,18 @@ from mlpack.oci.reference import DIGEST, parse_reference
 
 
 def push_layout(
-    layout: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None
-) -> PushResult:
+    layout: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None,
+    package: str | Path | None = None,
+) -> PushResult:  # fmt: skip
     """Push the one image of an OCI image layout (as written by ``containerize``) to REF, bytes unchanged,
-    so the pushed manifest keeps its digest; blobs the registry already holds are not sent again."""
+    so the pushed manifest keeps its digest; blobs the registry already holds are not sent again. With
+    ``package`` (the one the image serves), its signature, BOM and provenance are attached to the image as
+    OCI 1.1 referrers, as ``mlpack push`` attaches them to a package."""
+    from mlpack.oci import referrers
+    from mlpack.oci.artifact import package_referrers
+    from mlpack.package import open_package
+
+    attached = package_referrers(open_package(package)) if package is not None else []
     root = Path(layout)
     try:
         entries = spec.read_index(root)
@@ -54,7 +62,9 @@ def push_layout(
                 client.put_manifest(image_digest, manifest, image_digest)
         media_type = spec.IMAGE_INDEX if len(images) > 1 or images[0][0] != digest else spec.IMAGE_MANIFEST
         client.put_manifest(target.tag or digest, body, digest, media_type)
-    return PushResult(str(replace(target, digest=None)), digest, "", tuple(uploaded), tuple(skipped))
+        _, via = referrers.attach(client, spec.descriptor(media_type, digest, len(body)), attached)
+    return PushResult(str(replace(target, digest=None)), digest, "", tuple(uploaded), tuple(skipped),
+                      tuple(f"{r.kind} {r.title}" for r in attached), via)  # fmt: skip
 
 
 def _images(body: bytes, root: Path) -> list[tuple[str, bytes]]:

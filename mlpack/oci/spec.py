@@ -30,6 +30,14 @@ FILE_LAYER = "application/vnd.mlpack.file.v1"
 # for itself (the signature over every file, the provenance by its subject digest)
 TRUST_LAYER = "application/vnd.mlpack.trust.v1+json"
 
+# CNCF ModelPack (github.com/modelpack/model-spec): push --format modelpack; raw layers, one file each
+MODELPACK_TYPE = "application/vnd.cncf.model.manifest.v1+json"
+MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
+MODELPACK_WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
+MODELPACK_DOC = "application/vnd.cncf.model.doc.v1.raw"
+MODELPACK_DATASET = "application/vnd.cncf.model.dataset.v1.raw"
+MODELPACK_FILEPATH = "org.cncf.model.filepath"
+
 # annotations
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
