@@ -244,6 +244,7 @@ def verify(
     key: str | Path | None = None,
     certificate_chain: Sequence[str | Path] = (),
     require_signature: bool = False,
+    identity: Any = None,
 ) -> Report:
     """Verify a package on this machine and return the report (raises only when it is not a package).
 
@@ -254,8 +255,9 @@ def verify(
     every float output); the report lists the overrides. ``save_outputs`` writes what this machine gave for
     the golden inputs to an .npz, which ``judge_saved`` (``mlpack compare``) can judge later.
 
-    The signature (``mlpack.sig``) is checked first, with ``key`` (a public key) or ``certificate_chain``: one
-    that fails, or none when ``require_signature``, makes the package tampered."""
+    The signature (``mlpack.sig``) is checked first, with ``key`` (a public key), ``certificate_chain``, or
+    ``identity`` (a ``signing.Identity``, for a keyless Sigstore signature): one that fails, or none when
+    ``require_signature``, makes the package tampered."""
     started = time.perf_counter()
     package, report, problems = _opened(path, strict, expect_digest=expect_digest)
 
@@ -265,7 +267,9 @@ def verify(
     try:
         from mlpack import signing
 
-        report = replace(report, signature=signing.check_trust(package, key, certificate_chain, require_signature))
+        report = replace(
+            report, signature=signing.check_trust(package, key, certificate_chain, require_signature, identity)
+        )
     except IntegrityError as exc:
         failed = {"status": "failed", "detail": exc.message}
         return finish(verdict="tampered", message=exc.message, signature=failed, integrity=problems)

@@ -182,3 +182,27 @@ def test_certificate_signing_checks_the_chain(package: Path, tmp_path: Path, cli
     assert code == 0 and report["signature"]["status"] == "verified"
     code, report = verify_json(cli, package, "--certificate-chain", pem(rogue_ca, tmp_path / "rogue.pem"))
     assert code == 3 and report["verdict"] == "tampered"
+
+
+def test_keyless_signing_says_what_it_needs_when_sigstore_cannot_be_reached(
+    package: Path, keys: tuple[Path, Path], cli: CliRunner
+) -> None:
+    """--sigstore and --identity/--issuer are offered where the network allows. Here every request goes to a
+    closed port on loopback (a proxy that is not there), as on a machine with no way out: one sentence each,
+    exit 5, nothing written; and the options are checked before any of that."""
+    offline = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJtZUBleGFtcGxlLmNvbSJ9."
+    signed = cli("sign", package, "--sigstore", "--identity-token", token, env=offline)
+    assert signed.returncode == 5 and "sign offline with --key" in one_sentence_error(signed)
+    assert not (package / "mlpack.sig").exists()
+    assert cli("sign", package, "--key", keys[0]).returncode == 0
+    checked = cli("verify", package, "--identity", "me@example.com", "--issuer", "https://accounts.google.com",
+                  env=offline)  # fmt: skip
+    assert checked.returncode == 5 and "Sigstore's trust root" in one_sentence_error(checked)
+
+    both = cli("sign", package, "--sigstore", "--key", keys[0])
+    assert both.returncode == 2 and "one of the two" in one_sentence_error(both)
+    half = cli("verify", package, "--identity", "me@example.com")
+    assert half.returncode == 2 and "--identity and --issuer together" in one_sentence_error(half)
+    mixed = cli("verify", package, "--identity", "me@example.com", "--issuer", "https://x", "--key", keys[1])
+    assert mixed.returncode == 2 and "by one means" in one_sentence_error(mixed)

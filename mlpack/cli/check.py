@@ -99,6 +99,23 @@ def verify(
     require_signature: Annotated[
         bool, typer.Option("--require-signature", help="An unsigned package fails as tampered (exit 3).")
     ] = False,
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID",
+            help="Check a keyless (Sigstore) signature: the signer's identity (an e-mail, a CI workflow URI); "
+            "with --issuer. Needs Sigstore's trust root (network).",
+            show_default=False,
+        ),
+    ] = None,
+    issuer: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The OIDC issuer that vouched for --identity, e.g. https://token.actions.githubusercontent.com.",
+            show_default=False,
+        ),
+    ] = None,
     attest: Annotated[
         Path | None,
         typer.Option(
@@ -121,18 +138,24 @@ def verify(
     """
 
     def action() -> int:
+        from mlpack.errors import UsageError
         from mlpack.options import from_file
         from mlpack.report import render_verify
+        from mlpack.signing import identity_from
         from mlpack.verifier import verify as verify_package
 
-        public = key or from_file().get("verify_key")
+        signer = identity_from(identity, issuer)
+        public = key or (None if signer else from_file().get("verify_key"))
         if machine:
+            if signer is not None:
+                raise UsageError("--identity/--issuer are checked by a plain verify; with --machine give --key.")
             return across(machine, public)
 
         report = verify_package(
             package, strict=strict, threads=threads, expect_digest=digest, full=full,
             atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=save_outputs,
             key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
+            identity=signer,
         )  # fmt: skip
         if attest is not None:
             outcomes = [(c.name, _outcome(c.to_dict())) for c in report.outputs] or [("package", report.verdict)]

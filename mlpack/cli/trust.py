@@ -16,9 +16,13 @@ def sign(
         str, typer.Argument(metavar="PACKAGE", help="Package folder (NAME-VERSION).", show_default=False)
     ],
     key: Annotated[
-        Path,
-        typer.Option(metavar="PRIVATE.pem", help="EC private key (P-256/384/521, PEM): mlpack keygen makes one."),
-    ],
+        Path | None,
+        typer.Option(
+            metavar="PRIVATE.pem",
+            help="EC private key (P-256/384/521, PEM): mlpack keygen makes one.",
+            show_default=False,
+        ),
+    ] = None,
     certificate: Annotated[
         Path | None,
         typer.Option(metavar="CERT.pem", help="Sign with this certificate for KEY (certificate-based signing)."),
@@ -27,19 +31,36 @@ def sign(
         list[Path] | None,
         typer.Option("--chain", metavar="CERT.pem", help="Further certificates up to the root (repeatable)."),
     ] = None,
+    sigstore: Annotated[
+        bool,
+        typer.Option(
+            "--sigstore", help="Sign keyless with Sigstore instead of --key (needs its public services)."
+        ),
+    ] = False,
+    identity_token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JWT",
+            help="OIDC identity token for --sigstore. Default: the CI's ambient one.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sign an intact package: writes PACKAGE/mlpack.sig, an OpenSSF Model Signing bundle over every file.
 
     mlpack verify PACKAGE --key PUBLIC.pem then checks it first, and so does the model_signing CLI
     (model_signing verify key PACKAGE --signature PACKAGE/mlpack.sig --public_key PUBLIC.pem).
+    Keyless: mlpack sign PACKAGE --sigstore (Fulcio certifies your OIDC identity, Rekor logs the signature);
+    check with mlpack verify PACKAGE --identity ID --issuer URL. Both need Sigstore's services (exit 5 without).
     Exit codes: 0 signed, 2 bad input (a key of another type, say), 3 the package does not match its manifest.
     """
 
     def action() -> None:
         from mlpack import signing
 
-        written = signing.sign(package, key, certificate=certificate, chain=chain or ())
+        written = signing.sign(package, key, certificate=certificate, chain=chain or (), sigstore=sigstore,
+                               identity_token=identity_token)  # fmt: skip
         emit({"signature": str(written)}, as_json, lambda: f"signed {package} → {written}")
 
     run(as_json, action)
