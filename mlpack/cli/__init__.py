@@ -19,7 +19,7 @@ from mlpack.cli.common import INTERRUPTED, app, state
 __all__ = ["COMMANDS", "app", "load_commands", "main"]
 
 # command -> the module that defines it. main() loads only the module a command line names: typer builds a
-# click command from every registered function's signature on each run (~25 ms for all thirteen), which was a
+# click command from every registered function's signature on each run (~25 ms for all of them), which was a
 # tenth of `mlpack verify`. `mlpack --help`, `--version` and unknown commands load them all.
 COMMANDS = {
     "build": "build",
@@ -28,9 +28,13 @@ COMMANDS = {
     "inspect": "check",
     "lock": "check",
     "hardware": "check",
+    "report": "check",
     "containerize": "container",
     "push": "registry",
     "pull": "registry",
+    "attach": "registry",
+    "login": "registry",
+    "logout": "registry",
     "serve": "serving",
     "export": "serving",
     "sign": "trust",

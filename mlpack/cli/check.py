@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlpack.cli.common import JsonOpt, app, emit, run
-from mlpack.cli.registry import CaCertOpt, InsecureOpt
+from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, app, emit, run
 
 AtolOpt = Annotated[
     list[str] | None,
@@ -116,6 +115,16 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE.html",
+            help="Also write the report as one self-contained HTML page (plots of every output's errors, the "
+            "machine matrix, the differences); opens offline.",
+            show_default=False,
+        ),
+    ] = None,
     attest: Annotated[
         Path | None,
         typer.Option(
@@ -151,17 +160,31 @@ def verify(
                 raise UsageError("--identity/--issuer are checked by a plain verify; with --machine give --key.")
             return across(machine, public)
 
-        report = verify_package(
-            package, strict=strict, threads=threads, expect_digest=digest, full=full,
-            atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=save_outputs,
-            key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
-            identity=signer,
-        )  # fmt: skip
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mlpack-verify-") as scratch:
+            # the page plots what this run gave: kept where asked, else for the page only
+            kept = save_outputs or (Path(scratch) / "outputs.npz" if html is not None else None)
+            report = verify_package(
+                package, strict=strict, threads=threads, expect_digest=digest, full=full,
+                atol=parse_tolerances(atol, "--atol"), rtol=parse_tolerances(rtol, "--rtol"), save_outputs=kept,
+                key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
+                identity=signer,
+            )  # fmt: skip
+            if html is not None:
+                _html(report.to_dict(), kept if kept is not None and kept.is_file() else None)
         if attest is not None:
             outcomes = [(c.name, _outcome(c.to_dict())) for c in report.outputs] or [("package", report.verdict)]
             _attest(report.name, report.version, report.digest, outcomes, report.passed)
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
+
+    def _html(data: dict[str, Any], outputs: Path | None, matrix: dict[str, Any] | None = None) -> None:
+        assert html is not None  # called only when --html was given
+        from mlpack import htmlreport
+        from mlpack.fileio import load_npz
+
+        htmlreport.write(html, data, package, load_npz(outputs) if outputs else None, matrix)
 
     def _attest(name: str, version: str, digest: str, outcomes: list[tuple[str, str]], passed: bool) -> None:
         assert attest is not None  # called only when --attest was given
@@ -197,6 +220,8 @@ def verify(
             outcomes = [(f"{r.machine}/{o['name']}", _outcome(o)) for r in matrix.results for o in r.outputs]
             outcomes += [(r.machine, r.verdict) for r in matrix.results if not r.outputs]  # fmt: skip
             _attest(opened.name, opened.version, opened.digest, outcomes, matrix.passed)
+        if html is not None:
+            _html({}, None, matrix.to_dict())
         emit(matrix.to_dict(), as_json, lambda: render_matrix(matrix))
         return matrix.exit_code
 
@@ -220,6 +245,15 @@ def compare(
     strict: Annotated[bool, typer.Option(help="Demand bit-identical outputs; 'equivalent' then exits 1.")] = False,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE.html",
+            help="Also write the report as one self-contained HTML page.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Judge saved outputs against the package's golden outputs without running the model.
@@ -234,11 +268,67 @@ def compare(
 
         report = judge_saved(package, outputs, strict=strict, atol=parse_tolerances(atol, "--atol"),
                              rtol=parse_tolerances(rtol, "--rtol"))  # fmt: skip
+        if html is not None:
+            from mlpack import htmlreport
+            from mlpack.sample import load_expected
+
+            replayed = load_expected(outputs, [o.name for o in report.outputs]) if report.outputs else None
+            htmlreport.write(html, report.to_dict(), package, replayed)
         emit(report.to_dict(), as_json, lambda: render_verify(report))
         return report.exit_code
 
     code = run(as_json, action)
     raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    package: Annotated[
+        str, typer.Argument(metavar="PACKAGE", help="The package the report is about.", show_default=False)
+    ],
+    verify_json: Annotated[
+        Path,
+        typer.Option(
+            metavar="FILE.json",
+            help="A saved `mlpack verify --json` (or `--machine … --json`) report.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(metavar="FILE.html", help="Where to write the page.", show_default=False)],
+    outputs: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="OUTPUTS.npz",
+            help="What that run gave (verify --save-outputs), for the element plots.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Render a saved verify report as one self-contained HTML page: the verdict first, per output an error
+    histogram, golden against replayed values, the ULP distribution and the worst elements (with --outputs),
+    label confusion, the machine matrix, and what differs from the build. Opens offline; prints; reads on a phone.
+
+    Example: mlpack verify pkg --json --save-outputs out.npz > r.json; mlpack report pkg --verify-json r.json --outputs out.npz --out r.html"""
+
+    def action() -> None:
+        import json
+
+        from mlpack import htmlreport
+        from mlpack.errors import UsageError
+        from mlpack.fileio import load_npz
+
+        try:
+            data = json.loads(verify_json.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--verify-json {verify_json} is no saved verify report ({exc}).") from None
+        if not isinstance(data, dict) or "verdict" not in data:
+            raise UsageError(f"--verify-json {verify_json} is no saved verify report (it has no verdict).")
+        matrix = data if "machines" in data else None
+        written = htmlreport.write(out, data, package, load_npz(outputs) if outputs else None, matrix)
+        emit({"html": str(written), "verdict": data["verdict"]}, as_json, lambda: f"wrote {written}")
+
+    run(as_json, action)
 
 
 def _is_reference(text: str) -> bool:

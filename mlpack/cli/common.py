@@ -7,6 +7,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -94,3 +95,22 @@ INTERRUPTED = "interrupted; nothing was written."
 def interrupted() -> NoReturn:
     sys.stderr.write(f"mlpack: {INTERRUPTED}\n")
     raise typer.Exit(130) from None
+
+
+InsecureOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--insecure/--secure",
+        show_default=False,
+        help="Plain HTTP (--insecure) or HTTPS (--secure). [default: plain HTTP only for 127.0.0.1, localhost, [::1]]",
+    ),
+]
+CaCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        metavar="FILE",
+        help="Trust this CA (PEM) for the registry's TLS certificate, beside the system's; implies HTTPS.",
+        show_default=False,
+    ),
+]

@@ -1,4 +1,4 @@
-"""mlpack push, pull, login and logout: packages as OCI artifacts in any OCI registry."""
+"""mlpack push, pull, attach, login and logout: packages as OCI artifacts in any OCI registry."""
 
 from __future__ import annotations
 
@@ -7,25 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mlpack.cli.common import JsonOpt, app, emit, run
-
-InsecureOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--insecure/--secure",
-        show_default=False,
-        help="Plain HTTP (--insecure) or HTTPS (--secure). [default: plain HTTP only for 127.0.0.1, localhost, [::1]]",
-    ),
-]
-CaCertOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-cert",
-        metavar="FILE",
-        help="Trust this CA (PEM) for the registry's TLS certificate, beside the system's; implies HTTPS.",
-        show_default=False,
-    ),
-]
+from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, app, emit, run
 
 
 @app.command()
