@@ -1,4 +1,5 @@
-"""Exports for serving systems: a Triton model repository and a KServe InferenceService manifest.
+"""Exports for serving systems: a Triton model repository, a KServe InferenceService (with, for an image
+mlpack built, the ClusterServingRuntime that serves it), and Kubernetes Jobs that verify a release per node pool.
 
 Both start from an intact package (integrity first) and carry its digest, so that whatever serves the model
 can be traced back to the package that was verified. The Triton config replays the recorded onnxruntime
@@ -28,6 +29,7 @@ TRITON_VERSION_DIR = "1"  # Triton wants a numeric version folder; the package v
 MAX_BATCH_SIZE = 1024
 
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
+KSERVE_RUNTIME_API_VERSION = "serving.kserve.io/v1alpha1"
 KSERVE_PREFIX = "mlpack/"  # annotation and label keys; a bare DNS label claims no one's domain
 MODELCAR_ROOT = "/models"  # what a KServe modelcar image must hold; KServe links it to /mnt/models
 # KServe names the predictor service "<name>-predictor" and Kubernetes caps names at 63 characters.
@@ -247,9 +249,10 @@ def kserve_manifest(
 ) -> dict[str, Any]:
     """A KServe InferenceService (V2 protocol, ONNX format) for the package, as data ready for ``to_yaml``.
 
-    ``storage_uri`` points at a copy of the ``export_triton`` output folder (the one holding ``<name>/``);
-    ``image`` is a modelcar: an OCI image whose /models folder KServe mounts at /mnt/models. Without a
-    ``runtime`` KServe picks the cluster's ONNX V2 runtime, Triton in a default install. Tag images
+    ``storage_uri`` points at a copy of the ``export_triton`` output folder (the one holding ``<name>/``), served
+    by the cluster's ONNX V2 runtime (Triton in a default install). ``image`` is an image ``mlpack containerize``
+    built: KServe pulls it as a modelcar (its /models at /mnt/models), and the predictor names the runtime that
+    ``serving_runtime`` describes, which runs that same image (``kserve_documents`` gives both). Tag images
     (not ``latest``) so that KServe can cache them. The digest and versions go into annotations, and
     the name and version into labels where Kubernetes' label syntax allows.
     """
@@ -270,12 +273,126 @@ def kserve_manifest(
         f"{KSERVE_PREFIX}exported-by": f"mlpack {__version__}",
     }
     model = {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2", "storageUri": uri}
+    if image is not None:  # an image mlpack built serves itself: the runtime below, not Triton's
+        model["runtime"] = runtime_name(metadata["name"])
     return {
         "apiVersion": KSERVE_API_VERSION,
         "kind": "InferenceService",
         "metadata": metadata,
         "spec": {"predictor": {"model": model}},
     }
+
+
+def runtime_name(service: str) -> str:
+    return f"mlpack-{service}"[:63].rstrip("-")
+
+
+def serving_runtime(package: str | Path, *, image: str, name: str | None = None) -> dict[str, Any]:
+    """The ClusterServingRuntime for an image ``mlpack containerize`` built: the image itself serves its package
+    (its entrypoint: ``mlpack serve`` on port 8080, the Open Inference Protocol, ready on /v2/health/ready once
+    every file verified), as a non-root user; the InferenceService pulls the same image as its modelcar."""
+    from mlpack.container.contract import PORT, READY_PATH, USER
+
+    reference = _storage_uri(image, None).removeprefix("oci://")
+    intact = _open_intact(package)
+    service = _checked_name(name, intact)
+    uid = int(USER.split(":")[0])
+    probe = {"httpGet": {"path": READY_PATH, "port": PORT}, "periodSeconds": 10, "timeoutSeconds": 3}
+    container = {
+        "name": "kserve-container", "image": reference,
+        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {**probe, "initialDelaySeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT}, "periodSeconds": 10,
+                          "timeoutSeconds": 3, "failureThreshold": 6},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    }  # fmt: skip
+    return {
+        "apiVersion": KSERVE_RUNTIME_API_VERSION,
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": runtime_name(service), "annotations": {
+            f"{KSERVE_PREFIX}digest": intact.digest, f"{KSERVE_PREFIX}image": reference,
+            f"{KSERVE_PREFIX}exported-by": f"mlpack {__version__}"}},
+        "spec": {
+            "supportedModelFormats": [{"name": "onnx", "version": "1", "autoSelect": False}],
+            "protocolVersions": ["v2"],
+            "multiModel": False,
+            "containers": [container],
+        },
+    }  # fmt: skip
+
+
+def kserve_documents(
+    package: str | Path, *, image: str | None = None, storage_uri: str | None = None, name: str | None = None
+) -> list[dict[str, Any]]:
+    """What ``kubectl apply`` needs: for an image, its ClusterServingRuntime and then the InferenceService."""
+    service = kserve_manifest(package, image=image, storage_uri=storage_uri, name=name)
+    if image is None:
+        return [service]
+    return [serving_runtime(package, image=image, name=service["metadata"]["name"]), service]
+
+
+def verify_jobs(
+    package: str | Path, *, image: str, node_pools: Sequence[str], python: str | None = None,
+    name: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One Kubernetes Job per machine class: ``mlpack verify`` of the package inside its release image, on the
+    node pool a node selector chooses (``CLASS=LABEL=VALUE[,LABEL=VALUE]``), with no network needed, so a fleet
+    proves a release on the machines it will run on. The Job fails (and says why in its log) unless the package
+    verifies there; ``--attest`` output goes to the log as JSON."""
+    from mlpack.container.contract import USER, VENV_PYTHON, models_dir
+
+    reference = _storage_uri(image, None).removeprefix("oci://")
+    intact = _open_intact(package)
+    service = _checked_name(name, intact)
+    jobs = []
+    for pool in node_pools:
+        machine, _, selector_text = pool.partition("=")
+        selector = dict(part.partition("=")[::2] for part in selector_text.split(",") if part)
+        if (
+            not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", machine)
+            or not selector
+            or not all(
+                k and v and re.fullmatch(r"[A-Za-z0-9._/-]+", k) and LABEL_VALUE_RE.fullmatch(v)
+                for k, v in selector.items()
+            )
+        ):
+            raise UsageError(
+                f"--node-pool {pool!r} is not CLASS=LABEL=VALUE[,LABEL=VALUE], such as "
+                "x86-64-v3=node.kubernetes.io/instance-type=m6i.large."
+            )
+        uid = int(USER.split(":")[0])
+        command = [python or VENV_PYTHON, "-m", "mlpack", "verify", models_dir(intact.name), "--json"]
+        jobs.append({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"verify-{service}-{machine}"[:63].rstrip("-"),
+                         "labels": {f"{KSERVE_PREFIX}machine": machine},
+                         "annotations": {f"{KSERVE_PREFIX}digest": intact.digest, f"{KSERVE_PREFIX}image": reference}},
+            "spec": {
+                "backoffLimit": 0,  # a verify that fails must not be retried into a pass
+                "ttlSecondsAfterFinished": 86400,
+                "template": {"metadata": {"labels": {f"{KSERVE_PREFIX}machine": machine}}, "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": selector,
+                    "automountServiceAccountToken": False,
+                    "containers": [{
+                        "name": "verify", "image": reference, "command": command,
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                    }],
+                }},
+            },
+        })  # fmt: skip
+    if not jobs:
+        raise UsageError("Give at least one --node-pool CLASS=LABEL=VALUE: one Job runs per machine class.")
+    return jobs
+
+
+def to_yaml_documents(documents: Sequence[Any]) -> str:
+    """Several documents in one YAML stream, as ``kubectl apply -f`` reads them."""
+    return "---\n".join(to_yaml(document) for document in documents)
 
 
 # ---- YAML

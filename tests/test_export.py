@@ -7,6 +7,9 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 import mlpack
 from mlpack.errors import IntegrityError, UsageError
@@ -236,6 +240,7 @@ def test_kserve_manifest_for_a_modelcar_image(built: Path) -> None:
                     "modelFormat": {"name": "onnx"},
                     "protocolVersion": "v2",
                     "storageUri": "oci://registry.example.com/team/forest:1",
+                    "runtime": "mlpack-forest",  # the image serves itself: its ClusterServingRuntime
                 }
             }
         },
@@ -261,6 +266,7 @@ def test_kserve_manifest_for_a_modelcar_image(built: Path) -> None:
         "        name: onnx\n"
         "      protocolVersion: v2\n"
         "      storageUri: oci://registry.example.com/team/forest:1\n"
+        "      runtime: mlpack-forest\n"
     )
 
 
@@ -363,3 +369,122 @@ def test_exports_through_the_cli(package: Path, tmp_path: Path, cli: CliRunner) 
     assert "protocolVersion: v2" in yaml_text.stdout
     neither = cli("export", "kserve", package)
     assert neither.returncode == 2 and "Traceback" not in neither.stderr
+
+
+# ---- KServe runtime and verify Jobs, checked against the Kubernetes API's own models (the kubernetes client
+# deserialises with client-side validation; a round trip that drops nothing means every field is one it knows)
+
+
+def k8s_round_trip(document: dict[str, Any], kind: str) -> None:
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    parsed = client.deserialize(json.dumps(document), kind, "application/json")
+    assert client.sanitize_for_serialization(parsed) == document  # type: ignore[no-untyped-call]
+
+
+# KServe's v1alpha1 ServingRuntimeSpec and v1beta1 model spec, as its API reference documents them: closed
+# objects, so a misspelt field fails here as kubectl's schema validation would fail it.
+SERVING_RUNTIME_SPEC = {
+    "type": "object", "required": ["containers"], "additionalProperties": False,
+    "properties": {
+        "supportedModelFormats": {"type": "array", "items": {
+            "type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                           "autoSelect": {"type": "boolean"}, "priority": {"type": "integer"}}}},
+        "protocolVersions": {"type": "array", "items": {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]}},
+        "multiModel": {"type": "boolean"}, "disabled": {"type": "boolean"},
+        "containers": {"type": "array", "minItems": 1},
+        **{k: {} for k in ("nodeSelector", "tolerations", "affinity", "volumes", "annotations", "labels",
+                           "imagePullSecrets", "grpcEndpoint", "grpcDataEndpoint", "httpDataEndpoint", "replicas",
+                           "storageHelper", "builtInAdapter", "workerSpec", "hostIPC")},
+    },
+}  # fmt: skip
+ISVC_MODEL = {
+    "type": "object", "required": ["modelFormat"], "additionalProperties": False,
+    "properties": {"modelFormat": {"type": "object", "required": ["name"], "additionalProperties": False,
+                                   "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+                   "protocolVersion": {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]}, "runtime": {"type": "string"},
+                   "storageUri": {"type": "string"}},
+}  # fmt: skip
+
+
+def test_kserve_for_an_image_is_a_runtime_that_serves_it_and_a_service_naming_it(
+    built: Path, cli: CliRunner
+) -> None:
+    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+    import requests
+
+    done = cli("export", "kserve", built, "--image", "registry.example.com/team/forest:1", "--json")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert listing["kind"] == "List"
+    runtime, service = listing["items"]
+    assert (runtime["apiVersion"], runtime["kind"]) == ("serving.kserve.io/v1alpha1", "ClusterServingRuntime")
+    jsonschema.validate(runtime["spec"], SERVING_RUNTIME_SPEC)
+    jsonschema.validate(service["spec"]["predictor"]["model"], ISVC_MODEL)
+    assert service["spec"]["predictor"]["model"]["runtime"] == runtime["metadata"]["name"]
+    assert (
+        runtime["spec"]["supportedModelFormats"][0]["name"]
+        == service["spec"]["predictor"]["model"]["modelFormat"]["name"]
+    )
+    (container,) = runtime["spec"]["containers"]
+    k8s_round_trip(container, "V1Container")
+    with pytest.raises(AssertionError):  # the check is not vacuous: a misspelt field does not survive it
+        k8s_round_trip({**container, "readinesProbe": container["readinessProbe"]}, "V1Container")
+    k8s_round_trip({"apiVersion": "v1", "kind": "Pod", "metadata": runtime["metadata"],
+                    "spec": {"containers": [container]}}, "V1Pod")  # fmt: skip
+    assert container["image"] == "registry.example.com/team/forest:1"
+    # the probes ask what mlpack serve answers, on the port it listens on in the image
+    from mlpack.container.contract import PORT
+
+    assert container["ports"] == [{"containerPort": PORT, "protocol": "TCP"}]
+    server = subprocess.Popen([sys.executable, "-m", "mlpack", "serve", str(built), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        url = next(m[0] for line in server.stdout if (m := re.search(r"http://[0-9.]+:[0-9]+", line)))
+        for probe in ("readinessProbe", "livenessProbe"):
+            path = container[probe]["httpGet"]["path"]
+            deadline = time.monotonic() + 60
+            while (
+                answer := requests.get(url + path, timeout=5)
+            ).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert answer.status_code == 200, (probe, path, answer.text)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    yaml_text = cli("export", "kserve", built, "--image", "registry.example.com/team/forest:1").stdout
+    documents = [yaml.safe_load(part) for part in yaml_text.split("---\n")]
+    assert documents == listing["items"]  # the YAML stream kubectl applies is the same two documents
+
+
+def test_verify_jobs_one_per_node_pool(built: Path, cli: CliRunner) -> None:
+    from mlpack.container.contract import VENV_PYTHON, models_dir
+
+    done = cli("export", "verify-job", built, "--image", "registry.example.com/team/forest:1", "--json",
+               "--node-pool", "aarch64=kubernetes.io/arch=arm64",
+               "--node-pool", "x86-64-v3=node.kubernetes.io/instance-type=m6i.large,topology.kubernetes.io/zone=eu-1a")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    arm, x86 = json.loads(done.stdout)["items"]
+    for job in (arm, x86):
+        k8s_round_trip(job, "V1Job")
+        assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        # the package where the image holds it, verified by the image's own mlpack
+        assert container["command"] == [VENV_PYTHON, "-m", "mlpack", "verify", models_dir("forest"), "--json"]
+        assert job["metadata"]["annotations"]["mlpack/digest"] == open_package(built).digest
+    assert arm["metadata"]["name"] == "verify-forest-aarch64"
+    assert arm["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert x86["spec"]["template"]["spec"]["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "m6i.large", "topology.kubernetes.io/zone": "eu-1a"}  # fmt: skip
+    oci = cli("export", "verify-job", built, "--image", "r.example/f:1", "--node-pool", "native=pool=a",
+              "--python", "/usr/bin/python3", "--json")  # fmt: skip
+    assert (
+        json.loads(oci.stdout)["items"][0]["spec"]["template"]["spec"]["containers"][0]["command"][0]
+        == "/usr/bin/python3"
+    )
+    for bad in ("aarch64", "aarch64=", "Bad Class=a=b", "x=a=b c"):
+        refused = cli("export", "verify-job", built, "--image", "r.example/f:1", "--node-pool", bad)
+        assert refused.returncode == 2 and "--node-pool" in refused.stderr, bad

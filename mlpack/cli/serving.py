@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -117,10 +117,12 @@ def export_triton(
 def export_kserve(
     package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package folder.", show_default=False)],
     image: Annotated[
-        str | None, typer.Option(help="Model image (modelcar): storageUri becomes oci://IMAGE.")
+        str | None,
+        typer.Option(help="The image mlpack containerize built: a modelcar, served by its own runtime."),
     ] = None,
     storage_uri: Annotated[
-        str | None, typer.Option(help="Where the model lives (s3://, gs://, pvc://, https://…).")
+        str | None,
+        typer.Option(help="Where a Triton repository of the model lives (s3://, gs://, pvc://, https://…)."),
     ] = None,
     name: Annotated[
         str | None,
@@ -129,18 +131,67 @@ def export_kserve(
     out: Annotated[str | None, typer.Option(help="Write the YAML here instead of stdout.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print a KServe InferenceService (V2 protocol, ONNX) for the package; give --image or --storage-uri."""
+    """Print what KServe needs to serve the package (V2 protocol, ONNX); give --image or --storage-uri.
+
+    With --image: a ClusterServingRuntime that runs that image (mlpack serve, ready on /v2/health/ready), then
+    an InferenceService that pulls it as a modelcar and names that runtime: `kubectl apply -f` of the output
+    serves the package. With --storage-uri: the InferenceService alone, for the cluster's Triton runtime
+    (mlpack export triton writes the repository). --json prints a Kubernetes List."""
 
     def action() -> None:
-        from mlpack.export import kserve_manifest, to_yaml
-        from mlpack.fileio import write_atomic
+        from mlpack.export import kserve_documents
 
-        manifest = kserve_manifest(package, image=image, storage_uri=storage_uri, name=name)
-        text = json.dumps(manifest, indent=2) + "\n" if as_json else to_yaml(manifest)
-        if out:
-            write_atomic(Path(out), text.encode())
-            sys.stderr.write(f"mlpack: wrote {out}\n")
-        else:
-            sys.stdout.write(text)
+        _write(kserve_documents(package, image=image, storage_uri=storage_uri, name=name), out, as_json)
+
+    run(as_json, action)
+
+
+def _write(documents: list[dict[str, Any]], out: str | None, as_json: bool) -> None:
+    """YAML documents (or, with --json, one Kubernetes List) to stdout or to OUT."""
+    from mlpack.export import to_yaml_documents
+    from mlpack.fileio import write_atomic
+
+    listing = {"apiVersion": "v1", "kind": "List", "items": documents}
+    text = json.dumps(listing, indent=2) + "\n" if as_json else to_yaml_documents(documents)
+    if out:
+        write_atomic(Path(out), text.encode())
+        sys.stderr.write(f"mlpack: wrote {out}\n")
+    else:
+        sys.stdout.write(text)
+
+
+@export_app.command("verify-job")
+def export_verify_job(
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package folder.", show_default=False)],
+    image: Annotated[str, typer.Option(help="The release image mlpack containerize built and pushed.")],
+    node_pool: Annotated[
+        list[str],
+        typer.Option(
+            "--node-pool",
+            metavar="CLASS=LABEL=VALUE[,LABEL=VALUE]",
+            help="A machine class and the node selector of its pool, e.g. aarch64=kubernetes.io/arch=arm64 "
+            "(repeatable: one Job each).",
+        ),
+    ],
+    python: Annotated[
+        str | None,
+        typer.Option(
+            help="The image's interpreter. [default: /opt/mlpack/bin/python, the docker engine's; "
+            "/usr/bin/python3 for --engine oci images]",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Job name stem. [default: from the package name]")] = None,
+    out: Annotated[str | None, typer.Option(help="Write the YAML here instead of stdout.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print Kubernetes Jobs that run `mlpack verify` on the package inside its release image, one per node pool,
+    so a fleet proves a release on the machines it will run on. A Job succeeds only if the package verifies
+    there (identical or equivalent); its log holds the JSON report. backoffLimit 0: a failure is never retried."""
+
+    def action() -> None:
+        from mlpack.export import verify_jobs
+
+        _write(verify_jobs(package, image=image, node_pools=node_pool, python=python, name=name), out, as_json)
 
     run(as_json, action)
