@@ -29,6 +29,7 @@ COMMANDS = {
     "lock": "check",
     "hardware": "check",
     "report": "check",
+    "diff": "check",
     "containerize": "container",
     "push": "registry",
     "pull": "registry",

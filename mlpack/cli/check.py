@@ -331,6 +331,48 @@ def report(
     run(as_json, action)
 
 
+@app.command()
+def diff(
+    a: Annotated[
+        str,
+        typer.Argument(
+            metavar="A", help="Package folder, or a pushed package (host/repo:tag).", show_default=False
+        ),
+    ],
+    b: Annotated[str, typer.Argument(metavar="B", help="The package to compare A with.", show_default=False)],
+    insecure: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed between two packages (two versions of a model, or a rebuild): manifest fields, the model
+    graph (opsets, signatures, op counts, which weights changed), the runtime and build locks package by
+    package, the hardware they were built on, and each model on the other's golden inputs (verify's figures).
+
+    A registry reference is pulled (and verified) into a temporary folder first. Exit 0 when no difference
+    moves numbers, 1 when one does; 2 bad input, 3 a package that does not verify."""
+
+    def action() -> int:
+        import tempfile
+
+        from mlpack.diff import diff as diff_packages
+        from mlpack.diff import render
+
+        with tempfile.TemporaryDirectory(prefix="mlpack-diff-") as scratch:
+            paths = []
+            for i, given in enumerate((a, b)):
+                if _is_reference(given):
+                    from mlpack.oci.artifact import pull
+
+                    given = str(pull(given, Path(scratch) / str(i), insecure=insecure, ca_cert=ca_cert).path)
+                paths.append(given)
+            result = diff_packages(paths[0], paths[1])
+        emit(result.to_dict(), as_json, lambda: render(result))
+        return result.exit_code
+
+    code = run(as_json, action)
+    raise typer.Exit(code)
+
+
 def _is_reference(text: str) -> bool:
     """A registry reference rather than a folder: no such path here, and it parses as host/repository:tag."""
     from mlpack.errors import UsageError
