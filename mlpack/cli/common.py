@@ -3,10 +3,12 @@ turns exceptions into exit codes. Only the CLI prints or exits; the library retu
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -40,11 +42,49 @@ def printable(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+VERDICT_STYLES = {"identical": "bold green", "equivalent": "bold yellow", "mismatch": "bold red",
+                  "tampered": "bold magenta", "error": "bold red"}  # fmt: skip
+
+
 def emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    """One JSON object, or the text: on a terminal with the verdicts in colour (rich; NO_COLOR turns it off),
+    else plain. The same words either way."""
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")  # JSON escapes them itself
-    else:
-        sys.stdout.write(printable(text()) + "\n")
+        return
+    out = printable(text())
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        sys.stdout.write(out + "\n")
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    styled = Text(out)
+    for word, style in VERDICT_STYLES.items():
+        styled.highlight_regex(rf"\b{word}\b", style)
+    Console(highlight=False, soft_wrap=True, emoji=False, markup=False).print(styled)
+
+
+@contextlib.contextmanager
+def transfers(quiet: bool, as_json: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Byte progress for uploads and downloads (title, bytes done, bytes in all), drawn by rich on stderr, only
+    on a terminal and neither with --quiet nor --json; None otherwise, and the library draws nothing."""
+    if quiet or as_json or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(title: str, done: int, total: int) -> None:
+            if title not in tasks:
+                tasks[title] = bar.add_task(title, total=total)
+            bar.update(tasks[title], completed=done)
+
+        yield update
 
 
 def progress_printer(quiet: bool, as_json: bool) -> Callable[[str], None]:

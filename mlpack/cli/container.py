@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlpack.cli.common import JsonOpt, QuietOpt, app, emit, progress_printer, run
+from mlpack.cli.common import JsonOpt, QuietOpt, app, emit, progress_printer, run, transfers
 from mlpack.options import DEFAULT_BASE_IMAGE
 
 
@@ -95,7 +95,8 @@ def containerize(
                 from mlpack.oci.images import push_layout
 
                 progress(f"pushing {tag}")
-                pushed = push_layout(written.layout, tag, package=package)
+                with transfers(quiet, as_json) as on_bytes:
+                    pushed = push_layout(written.layout, tag, package=package, progress=on_bytes)
                 written = replace(written, pushed=f"{pushed.reference}@{pushed.digest}")
             emit(written.to_dict(), as_json, lambda: render_oci(written))
             return

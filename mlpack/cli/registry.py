@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, app, emit, run
+from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, QuietOpt, app, emit, run, transfers
 
 
 @app.command()
@@ -42,6 +42,7 @@ def push(
             "that ModelPack tools (KitOps, modctl, Docker Model Runner) pull too. mlpack pull reads both.",
         ),
     ] = "mlpack",
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Push a package to an OCI registry as an artifact (one layer per file). Exit 3 if it does not verify, 5 if
@@ -57,8 +58,9 @@ def push(
     def action() -> None:
         from mlpack.oci.artifact import push as push_package
 
-        result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert, attestations=attestation or [],
-                              format=format)  # fmt: skip
+        with transfers(quiet, as_json) as progress:
+            result = push_package(package, ref, insecure=insecure, ca_cert=ca_cert, attestations=attestation or [],
+                                  format=format, progress=progress)  # fmt: skip
         attached = (
             f"\n  attached {', '.join(result.referrers)} ({result.referrers_via})" if result.referrers else ""
         )
@@ -91,6 +93,7 @@ def pull(
         bool, typer.Option("--require-signature", help="Refuse an unsigned package (exit 3); needs --key.")
     ] = False,
     ca_cert: CaCertOpt = None,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pull a package from an OCI registry; nothing is written unless every byte verifies (and, with --key, its
@@ -102,8 +105,9 @@ def pull(
     def action() -> None:
         from mlpack.oci.artifact import pull as pull_package
 
-        pkg = pull_package(ref, dest, force=force, insecure=insecure, key=key, require_signature=require_signature,
-                           ca_cert=ca_cert)  # fmt: skip
+        with transfers(quiet, as_json) as progress:
+            pkg = pull_package(ref, dest, force=force, insecure=insecure, key=key,
+                               require_signature=require_signature, ca_cert=ca_cert, progress=progress)  # fmt: skip
         data = {"path": str(pkg.path), "name": pkg.name, "version": pkg.version, "digest": pkg.digest}
         emit(data, as_json, lambda: f"pulled {ref} to {pkg.path} ({pkg.digest})")
 

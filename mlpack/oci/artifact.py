@@ -47,7 +47,7 @@ from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import sha256_bytes, sha256_file
 from mlpack.manifest import Manifest
 from mlpack.oci import spec
-from mlpack.oci.client import Client
+from mlpack.oci.client import Client, Progress
 from mlpack.oci.reference import DIGEST, parse_reference
 from mlpack.oci.referrers import Referrer
 from mlpack.package import (
@@ -253,7 +253,7 @@ def attach(
 
 def push(
     package: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None,
-    attestations: Sequence[str | Path] = (), format: str = "mlpack",
+    attestations: Sequence[str | Path] = (), format: str = "mlpack", progress: Progress | None = None,
 ) -> PushResult:  # fmt: skip
     """Upload a verified package as an OCI artifact (``format``: mlpack's own, or a CNCF ModelPack); blobs the
     registry already holds are not sent again. Then attach its signature, BOM, provenance and ``attestations``
@@ -281,7 +281,7 @@ def push(
     manifest = json.loads(body)
     uploaded: list[str] = []
     skipped: list[str] = []
-    with Client(target, insecure, push=True, ca_cert=ca_cert) as client:
+    with Client(target, insecure, push=True, ca_cert=ca_cert, progress=progress) as client:
         client.ping()
         config_title = MANIFEST if format == "mlpack" else "the ModelPack config"
         blobs = [
@@ -309,6 +309,7 @@ def push(
 def pull(
     ref: str, dest: str | Path, *, force: bool = False, insecure: bool | None = None,
     key: str | Path | None = None, require_signature: bool = False, ca_cert: str | Path | None = None,
+    progress: Progress | None = None,
 ) -> Package:  # fmt: skip
     """Fetch an artifact into DEST/<name>-<version>; nothing appears there unless every byte verified, and,
     with ``key`` (an EC public key), unless its signature verifies (``require_signature``: and it has one)."""
@@ -319,7 +320,7 @@ def pull(
     source = parse_reference(ref)
     if source.tag is None and source.digest is None:
         raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
-    with Client(source, insecure, ca_cert=ca_cert) as client:
+    with Client(source, insecure, ca_cert=ca_cert, progress=progress) as client:
         client.ping()
         body, stored = client.get_manifest(source.digest or str(source.tag))
         actual = f"sha256:{sha256_bytes(body)}"

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import urljoin
@@ -33,8 +33,9 @@ class Client:
 
     def __init__(
         self, ref: Reference, insecure: bool | None, *, push: bool = False, ca_cert: str | Path | None = None,
-        scope: str | None = None,
+        scope: str | None = None, progress: Progress | None = None,
     ) -> None:  # fmt: skip
+        self.progress = progress  # (title, bytes done, bytes in all) as blobs go up and come down
         # a CA certificate means TLS: a loopback registry is otherwise spoken to in plain HTTP
         self.base = ref.base_url(False if insecure is None and ca_cert is not None else insecure)
         self.registry = ref.registry
@@ -250,9 +251,17 @@ class Client:
             )
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(descriptor["size"])}
         url = urljoin(started.url, location)
+        body: bytes | IO[bytes] | _Counted = data
+        if self.progress is not None and not isinstance(data, bytes):
+            report = self.progress
+            body = _Counted(
+                data, int(descriptor["size"]), lambda done: report(title, done, int(descriptor["size"]))
+            )
         self._request(
-            "PUT", url, what, (201, 204), params={"digest": descriptor["digest"]}, data=data, headers=headers
+            "PUT", url, what, (201, 204), params={"digest": descriptor["digest"]}, data=body, headers=headers
         ).close()
+        if self.progress is not None:
+            self.progress(title, int(descriptor["size"]), int(descriptor["size"]))
 
     def put_manifest(
         self, reference: str, body: bytes, digest: str, media_type: str = spec.IMAGE_MANIFEST
@@ -354,9 +363,13 @@ class Client:
 
     def download(self, descriptor: dict[str, Any], path: Path, title: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        done = 0
         with open(path, "xb") as out:
             for chunk in self._blob_chunks(descriptor, title):
                 out.write(chunk)
+                done += len(chunk)
+                if self.progress is not None:
+                    self.progress(title, done, int(descriptor["size"]))
 
 
 def check_login(
@@ -376,6 +389,26 @@ def check_login(
         client.credentials, client._looked_up = credentials, True
         client.ping()
         return client.challenge is not None
+
+
+Progress = Callable[[str, int, int], None]
+
+
+class _Counted:
+    """A file being uploaded that says how far it got: requests reads it in blocks and takes its length from
+    ``len``, so the upload stays one streamed PUT with a Content-Length."""
+
+    def __init__(self, stream: IO[bytes], size: int, report: Callable[[int], None]) -> None:
+        self.stream, self.size, self.report, self.done = stream, size, report, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk = self.stream.read(amount)
+        self.done += len(chunk)
+        self.report(self.done)
+        return chunk
 
 
 def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:

@@ -13,13 +13,13 @@ from mlpack.errors import IntegrityError, UsageError
 from mlpack.fileio import sha256_bytes
 from mlpack.oci import spec
 from mlpack.oci.artifact import PushResult
-from mlpack.oci.client import Client
+from mlpack.oci.client import Client, Progress
 from mlpack.oci.reference import DIGEST, parse_reference
 
 
 def push_layout(
     layout: str | Path, ref: str, *, insecure: bool | None = None, ca_cert: str | Path | None = None,
-    package: str | Path | None = None,
+    package: str | Path | None = None, progress: Progress | None = None,
 ) -> PushResult:  # fmt: skip
     """Push the one image of an OCI image layout (as written by ``containerize``) to REF, bytes unchanged,
     so the pushed manifest keeps its digest; blobs the registry already holds are not sent again. With
@@ -48,7 +48,7 @@ def push_layout(
     images = _images(body, root)  # (digest, manifest bytes) per image: the platforms of an index, or this one
     uploaded: list[str] = []
     skipped: list[str] = []
-    with Client(target, insecure, push=True, ca_cert=ca_cert) as client:
+    with Client(target, insecure, push=True, ca_cert=ca_cert, progress=progress) as client:
         client.ping()
         for image_digest, manifest in images:
             for descriptor in _blob_descriptors(manifest, root):
