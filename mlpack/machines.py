@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -290,9 +290,18 @@ def verify_matrix(
         progress(f"verifying on {', '.join(chosen)}")
     # each class is its own process (an emulator, mostly single-threaded): as many at once as there are cores
     with ThreadPoolExecutor(max_workers=max(1, min(len(chosen), os.cpu_count() or 1))) as pool:
-        results = list(
-            pool.map(lambda name: verify_on(package.path, name, strict=strict, threads=threads), chosen)
-        )
+        futures = {
+            pool.submit(verify_on, package.path, name, strict=strict, threads=threads): name for name in chosen
+        }
+        done: dict[str, MachineResult] = {}
+        for future in as_completed(futures):
+            result = future.result()
+            done[futures[future]] = result
+            if progress:
+                progress(
+                    f"{result.machine}: {result.verdict} ({result.seconds:.1f} s); {len(done)} of {len(chosen)}"
+                )
+        results = [done[name] for name in chosen]
     return Matrix(str(package.path), results, strict, left_out)
 
 

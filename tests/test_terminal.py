@@ -82,3 +82,15 @@ def test_push_and_pull_show_bytes_and_rate_on_a_terminal_only(
     piped = cli("push", built, f"{reg.host}/forest", "--json")
     assert piped.returncode == 0 and piped.stderr == ""  # no progress when nobody watches
     json.loads(piped.stdout)  # --json stays one object on stdout
+
+
+def test_long_work_shows_steps_under_a_spinner_on_a_terminal(built: Path, cli: CliRunner) -> None:
+    code, drawn = in_terminal("verify", built, "--machine", "native", "--machine", "x86-64-v2")
+    assert code == 0, drawn
+    text = ANSI.sub("", drawn).replace("\r", "\n")
+    assert re.search(r"✓ (native|x86-64-v2): identical|✓ (native|x86-64-v2): equivalent", text), text
+    assert "machine" in text and "x86-64-v2" in text  # the matrix after the spinner stopped
+    piped = cli("verify", built, "--machine", "native")
+    assert "✓" not in piped.stderr and "mlpack: native: identical" in piped.stderr  # plain lines when piped
+    quiet = cli("verify", built, "--machine", "native", "--json")
+    assert quiet.stderr == "" and json.loads(quiet.stdout)["verdict"] == "identical"

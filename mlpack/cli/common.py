@@ -49,6 +49,7 @@ VERDICT_STYLES = {"identical": "bold green", "equivalent": "bold yellow", "misma
 def emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
     """One JSON object, or the text: on a terminal with the verdicts in colour (rich; NO_COLOR turns it off),
     else plain. The same words either way."""
+    close_steps()
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")  # JSON escapes them itself
         return
@@ -72,6 +73,7 @@ def transfers(quiet: bool, as_json: bool) -> Iterator[Callable[[str, int, int], 
     if quiet or as_json or not sys.stderr.isatty():
         yield None
         return
+    close_steps()
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -87,13 +89,69 @@ def transfers(quiet: bool, as_json: bool) -> Iterator[Callable[[str, int, int], 
         yield update
 
 
-def progress_printer(quiet: bool, as_json: bool) -> Callable[[str], None]:
-    def say(step: str) -> None:
-        if not (quiet or as_json):
+class Steps:
+    """Progress of long work, called with each step. On a terminal (stderr) each step shows under a rich spinner
+    with the latest ``detail`` line beside it (an engine's build log), and finished steps stay printed; elsewhere
+    each step is one line on stderr and details are not shown. Nothing with --quiet or --json."""
+
+    def __init__(self, quiet: bool, as_json: bool) -> None:
+        self.silent = quiet or as_json
+        self.status: Any = None
+        self.step = ""
+        if not self.silent and sys.stderr.isatty():
+            from rich.console import Console
+
+            self.console = Console(stderr=True, highlight=False)
+            self.status = self.console.status("", spinner="dots")
+            self.status.start()
+            _OPEN.append(self)
+
+    def __call__(self, step: str) -> None:
+        if self.silent:
+            return
+        if self.status is None:
             sys.stderr.write(f"mlpack: {step}…\n")
             sys.stderr.flush()
+            return
+        if self.step:
+            self.console.print(f"[green]✓[/] {self.step}", markup=True, highlight=False)
+        self.step = step
+        self.status.update(step)
 
-    return say
+    def detail(self, line: str) -> None:
+        if self.status is not None:
+            self.status.update(f"{self.step}  [dim]{escape(line[-100:])}[/]")
+
+    def close(self) -> None:
+        """Stop the spinner (before the result, an error, or a byte progress is drawn); later steps print as
+        lines."""
+        if self.status is not None:
+            self.status.stop()
+            if self.step:
+                self.console.print(f"[green]✓[/] {self.step}", markup=True, highlight=False)
+            self.status = None
+            self.step = ""
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+
+_OPEN: list[Steps] = []
+
+
+def close_steps() -> None:
+    """Stop every spinner still drawing: one live display at a time, and none under a result or an error."""
+    for steps in list(_OPEN):
+        steps.close()
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def progress_printer(quiet: bool, as_json: bool) -> Steps:
+    return Steps(quiet, as_json)
 
 
 def fail(exc: BaseException, as_json: bool) -> NoReturn:
@@ -118,12 +176,17 @@ def fail(exc: BaseException, as_json: bool) -> NoReturn:
 
 def run(as_json: bool, action: Callable[[], Any]) -> Any:
     try:
-        return action()
+        result = action()
+        close_steps()
+        return result
     except typer.Exit:
+        close_steps()
         raise
     except KeyboardInterrupt:
+        close_steps()
         interrupted()
     except Exception as exc:
+        close_steps()
         if state["interrupted"]:  # a library that caught the interrupt and raised its own error (numpy's import
             interrupted()  # does: "import numpy failed") must not turn Ctrl-C into a false diagnosis
         fail(exc, as_json)

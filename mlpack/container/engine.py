@@ -88,24 +88,26 @@ def _base_digest(engine: Any, base: str) -> str | None:
     return str(digests[0]) if digests else str(image.id)
 
 
-def _build(engine: Any, context: Context, candidate: str, cache: bool = True) -> Any:
-    import docker
-
+def _build(engine: Any, context: Context, candidate: str, cache: bool = True, detail: Any = None) -> Any:
+    """Build the candidate, streaming the engine's log lines to ``detail`` (a progress spinner shows the latest);
+    a failed step raises EngineError with the log's tail, which says why."""
+    lines: list[str] = []
     with engine_step("build the image"):
-        try:
-            image, _ = engine.images.build(
-                path=str(context.folder),
-                tag=candidate,
-                rm=True,
-                forcerm=True,
-                network_mode="none",
-                pull=False,
-                nocache=not cache,
-            )
-        except docker.errors.BuildError as exc:  # a failed step: its log tail says why
-            lines = [str(step.get("stream") or step.get("error") or "").rstrip() for step in exc.build_log]
-            tail = "\n".join(line for line in lines if line)[-2000:]
-            raise EngineError(f"The image build failed: {exc.msg}\n{tail}") from None
+        stream = engine.api.build(
+            path=str(context.folder), tag=candidate, rm=True, forcerm=True, network_mode="none", pull=False,
+            nocache=not cache, decode=True,
+        )  # fmt: skip
+        for step in stream:
+            text = str(step.get("stream") or step.get("status") or "").rstrip()
+            if "error" in step or "errorDetail" in step:
+                message = str(step.get("error") or (step.get("errorDetail") or {}).get("message") or "").strip()
+                tail = "\n".join(line for line in lines if line)[-2000:]
+                raise EngineError(f"The image build failed: {message}\n{tail}")
+            if text:
+                lines.append(text)
+                if detail is not None:
+                    detail(text.splitlines()[-1])
+        image = engine.images.get(candidate)
     return image
 
 
@@ -170,7 +172,7 @@ def containerize(
         release = tag or f"mlpack/{context.package.name}:{context.package.version}"
         candidate = _candidate(release, context.package.digest)
         say(f"building {candidate}")
-        image = _build(engine, context, candidate, cache)
+        image = _build(engine, context, candidate, cache, getattr(progress, "detail", None))
     seconds["build"] = round(time.perf_counter() - started - seconds["context"], 2)
     say("verifying the package inside the image (no network)")
     try:
