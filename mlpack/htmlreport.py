@@ -37,10 +37,7 @@ def render(
 ) -> str:  # fmt: skip
     """The page for a verify report (``Report.to_dict()``), the package's manifest, its golden outputs and what
     this run gave for them (both optional: figures only), and a machine matrix (``Matrix.to_dict()``)."""
-    import jinja2
-
     from mlpack import __version__
-    from mlpack.container import templates_dir
 
     overrides = report.get("tolerance_overrides") or {}
     outputs = []
@@ -56,13 +53,30 @@ def render(
         "build": _packages(environment.get("build", [])),
         "hardware": sorted(report.get("hardware", []), key=lambda c: not c.get("moves_numbers")),
     }
-    loader = jinja2.FileSystemLoader(str(templates_dir()))
-    page = jinja2.Environment(loader=loader, autoescape=True, keep_trailing_newline=True)
-    page.filters["figure"] = _figure_text
-    return page.get_template("report.html.j2").render(
+    template = _environment().get_template("report.html.j2")
+    return str(template.render(
         report=report, manifest=manifest, outputs=outputs, differences=differences, matrix=_matrix(matrix),
         mlpack_version=__version__, has_arrays=golden is not None and replayed is not None,
-    )  # fmt: skip
+    ))  # fmt: skip
+
+
+def _environment() -> Any:
+    """The templates' jinja2 environment: autoescaped HTML, with the comparison-figure filter."""
+    import jinja2
+
+    from mlpack.container import templates_dir
+
+    loader = jinja2.FileSystemLoader(str(templates_dir()))
+    environment = jinja2.Environment(loader=loader, autoescape=True, keep_trailing_newline=True)
+    environment.filters["figure"] = _figure_text
+    return environment
+
+
+def render_diff(result: Mapping[str, Any]) -> str:
+    """``mlpack diff --html``: the diff's changes (what moves numbers first) and both cross-replays."""
+    from mlpack import __version__
+
+    return str(_environment().get_template("diff.html.j2").render(d=result, mlpack_version=__version__))
 
 
 def _figure_text(value: Any) -> str:

@@ -101,3 +101,21 @@ def test_a_pushed_package_is_pulled_and_compared(versions: dict[str, Path], reg:
     result = json.loads(done.stdout)
     assert result["a"]["digest"] != result["b"]["digest"] and not result["moves_numbers"]
     assert np.all([c["verdict"] == "identical" for c in result["cross"]])
+
+
+def test_the_diff_as_a_page(versions: dict[str, Path], tmp_path: Path, cli: CliRunner) -> None:
+    from html.parser import HTMLParser
+
+    done = cli("diff", versions["1"], versions["2"], "--html", tmp_path / "diff.html", "--json")
+    assert done.returncode == 1 and json.loads(done.stdout)["moves_numbers"]  # --json stays one object
+    page = (tmp_path / "diff.html").read_text()
+    assert "<script" not in page and "https://" not in page and "http://" not in page
+    sections: list[str] = []
+
+    class Sections(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            sections.extend(v for k, v in attrs if tag == "section" and k == "id" and v)
+
+    Sections().feed(page)
+    assert sections == ["moves", "context", "cross"]
+    assert "nodes with other attributes" in page and "flower 2 on the golden inputs of flower 1: mismatch" in page

@@ -342,6 +342,15 @@ def diff(
     b: Annotated[str, typer.Argument(metavar="B", help="The package to compare A with.", show_default=False)],
     insecure: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE.html",
+            help="Also write the diff as one self-contained HTML page.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What changed between two packages (two versions of a model, or a rebuild): manifest fields, the model
@@ -366,6 +375,11 @@ def diff(
                     given = str(pull(given, Path(scratch) / str(i), insecure=insecure, ca_cert=ca_cert).path)
                 paths.append(given)
             result = diff_packages(paths[0], paths[1])
+        if html is not None:
+            from mlpack.fileio import write_atomic
+            from mlpack.htmlreport import render_diff
+
+            write_atomic(html, render_diff(result.to_dict()).encode())
         emit(result.to_dict(), as_json, lambda: render(result))
         return result.exit_code
 
