@@ -154,3 +154,16 @@ def test_a_report_needs_a_saved_verify_report(package: Path, tmp_path: Path, cli
     assert made.returncode == 0
     page = (tmp_path / "r.html").read_text()
     assert "Element-level plots need the replayed outputs" in page and "<svg" not in page
+
+
+def test_the_wheel_ships_every_template() -> None:
+    """templates/ ships as mlpack/templates by the package-data patterns: a file they miss (report.css was
+    one) would break the report of an installed mlpack only."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = patterns["mlpack.templates"]
+    for path in (root / "templates").iterdir():
+        assert any(fnmatch.fnmatch(path.name, p) for p in shipped), f"{path.name} is not in the wheel"
