@@ -94,3 +94,28 @@ def test_long_work_shows_steps_under_a_spinner_on_a_terminal(built: Path, cli: C
     assert "✓" not in piped.stderr and "mlpack: native: identical" in piped.stderr  # plain lines when piped
     quiet = cli("verify", built, "--machine", "native", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["verdict"] == "identical"
+
+
+def test_pip_lines_stream_to_whoever_watches_and_failures_read_the_same(tmp_path: Path) -> None:
+    """A wheelhouse download streams pip's lines (Collecting, Downloading) to the spinner's sink while a person
+    watches; unwatched, pip runs quietly as before. A missing wheel is the same one sentence either way."""
+    from mlpack import progress
+    from mlpack.container.wheels import run_pip
+    from mlpack.errors import EngineError
+
+    seen: list[str] = []
+    token = progress.DETAIL.set(seen.append)
+    try:
+        run_pip(["--version"], "Asking pip its version")
+        assert seen and seen[0].startswith("pip ")
+        missing = ["download", "--quiet", "--no-index", "--find-links", str(tmp_path), "no-such-package==1.0",
+                   "-d", str(tmp_path / "out")]  # fmt: skip
+        with pytest.raises(EngineError, match=r"no wheel for the image's platform") as watched:
+            run_pip(missing, "Downloading the runtime wheels")
+        assert any("no-such-package" in line for line in seen)  # pip's own lines reached the sink
+    finally:
+        progress.DETAIL.reset(token)
+    before = len(seen)
+    with pytest.raises(EngineError) as unwatched:
+        run_pip(missing, "Downloading the runtime wheels")
+    assert len(seen) == before and str(unwatched.value) == str(watched.value)

@@ -105,6 +105,9 @@ class Steps:
             self.status = self.console.status("", spinner="dots")
             self.status.start()
             _OPEN.append(self)
+            from mlpack import progress
+
+            self._watching = progress.DETAIL.set(self.detail)  # pip's lines and engines' logs come here
 
     def __call__(self, step: str) -> None:
         if self.silent:
@@ -126,6 +129,9 @@ class Steps:
         """Stop the spinner (before the result, an error, or a byte progress is drawn); later steps print as
         lines."""
         if self.status is not None:
+            from mlpack import progress
+
+            progress.DETAIL.reset(self._watching)
             self.status.stop()
             if self.step:
                 self.console.print(f"[green]✓[/] {self.step}", markup=True, highlight=False)

@@ -88,9 +88,11 @@ def _base_digest(engine: Any, base: str) -> str | None:
     return str(digests[0]) if digests else str(image.id)
 
 
-def _build(engine: Any, context: Context, candidate: str, cache: bool = True, detail: Any = None) -> Any:
-    """Build the candidate, streaming the engine's log lines to ``detail`` (a progress spinner shows the latest);
-    a failed step raises EngineError with the log's tail, which says why."""
+def _build(engine: Any, context: Context, candidate: str, cache: bool = True) -> Any:
+    """Build the candidate, streaming the engine's log lines to whoever watches (``progress.detail``: a spinner
+    shows the latest); a failed step raises EngineError with the log's tail, which says why."""
+    from mlpack import progress
+
     lines: list[str] = []
     with engine_step("build the image"):
         stream = engine.api.build(
@@ -105,8 +107,7 @@ def _build(engine: Any, context: Context, candidate: str, cache: bool = True, de
                 raise EngineError(f"The image build failed: {message}\n{tail}")
             if text:
                 lines.append(text)
-                if detail is not None:
-                    detail(text.splitlines()[-1])
+                progress.detail(text.splitlines()[-1])
         image = engine.images.get(candidate)
     return image
 
@@ -172,7 +173,7 @@ def containerize(
         release = tag or f"mlpack/{context.package.name}:{context.package.version}"
         candidate = _candidate(release, context.package.digest)
         say(f"building {candidate}")
-        image = _build(engine, context, candidate, cache, getattr(progress, "detail", None))
+        image = _build(engine, context, candidate, cache)
     seconds["build"] = round(time.perf_counter() - started - seconds["context"], 2)
     say("verifying the package inside the image (no network)")
     try:

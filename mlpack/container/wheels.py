@@ -41,11 +41,26 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: no clock in 
 
 
 def run_pip(args: list[str], what: str, target: str = "the image's platform") -> None:
-    """pip in this interpreter; a failure becomes one EngineError naming the missing wheel when there is one."""
+    """pip in this interpreter; a failure becomes one EngineError naming the missing wheel when there is one.
+    While someone watches (``progress.DETAIL``), pip's own lines (Collecting, Downloading, Saved) stream to them."""
+    from mlpack import progress
+
     cmd = [sys.executable, "-m", "pip", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+    if progress.DETAIL.get() is None:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+        returncode, output = result.returncode, (result.stderr or result.stdout)
+    else:
+        cmd = [a for a in cmd if a != "--quiet"] + (["--progress-bar", "off"] if args[:1] == ["download"] else [])
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as running:
+            assert running.stdout is not None
+            lines = []
+            for line in running.stdout:
+                lines.append(line)
+                progress.detail(line)
+            returncode = running.wait(timeout=1800)
+        output = "".join(lines)
+    if returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-8:])
         missing = [
             line for line in tail.splitlines() if "No matching distribution" in line or "Could not find" in line
         ]
