@@ -47,11 +47,17 @@ def render(
         expected = golden.get(name) if golden is not None else None
         actual = replayed.get(name) if replayed is not None else None
         outputs.append(_output(figures, tol, expected, actual))
+    from mlpack.verifier import why
+
     environment = report.get("environment") or {}
+    hardware = [{**c, "why": why("hardware", str(c.get("field"))) if c.get("moves_numbers") else "context"}
+                for c in report.get("hardware", [])]  # fmt: skip
     differences = {
-        "runtime": _packages(environment.get("runtime", [])),
+        "runtime": [
+            {**c, "why": why("runtime", str(c.get("name")))} for c in _packages(environment.get("runtime", []))
+        ],
         "build": _packages(environment.get("build", [])),
-        "hardware": sorted(report.get("hardware", []), key=lambda c: not c.get("moves_numbers")),
+        "hardware": sorted(hardware, key=lambda c: not c.get("moves_numbers")),
     }
     template = _environment().get_template("report.html.j2")
     return str(template.render(

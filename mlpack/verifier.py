@@ -94,6 +94,28 @@ _RUNTIME_WHY = {
     "onnxruntime": "its kernels and graph optimisations change between releases",
     "numpy": "it prepares the inputs and outputs",
 }
+# what a difference in each hardware field that moves numbers means (likely_causes' words, and the report's)
+HARDWARE_WHY = {
+    "cpu.level": "another micro-architecture level, so other SIMD kernels",
+    "cpu.vendor": "another CPU vendor",
+    "cpu.model": "another CPU model",
+    "cpu.arch": "another architecture",
+    "onnxruntime.providers": "other onnxruntime execution providers",
+    "gpus": "another GPU",
+    "blas": "another BLAS build",
+    "numpy.dispatch": "numpy dispatches to other SIMD code",
+    "cpu.numeric_flags": "other vector extensions: onnxruntime and BLAS pick other kernels",
+    "cpu.logical_cores": "other core counts: threads split reductions otherwise",
+    "onnxruntime.version": _RUNTIME_WHY["onnxruntime"],
+}
+
+
+def why(section: str, name: str) -> str:
+    """Why a difference in a runtime package or a hardware field can move numbers, in a few words. Pure."""
+    if section == "runtime":
+        return _RUNTIME_WHY.get(name, "it is part of the runtime lock")
+    found = next((text for key, text in HARDWARE_WHY.items() if name == key or name.startswith(key + ".")), "")
+    return found or "context: it does not select kernels"
 
 
 def likely_causes(
@@ -125,16 +147,9 @@ def likely_causes(
             f"the CPU's vector extensions differ (only at build: {', '.join(c['only_built']) or 'none'}; "
             f"only here: {', '.join(c['only_here']) or 'none'}): onnxruntime and BLAS pick other kernels"
         )
-    for name, text in (
-        ("cpu.level", "another micro-architecture level, so other SIMD kernels"),
-        ("cpu.vendor", "another CPU vendor"),
-        ("cpu.model", "another CPU model"),
-        ("cpu.arch", "another architecture"),
-        ("onnxruntime.providers", "other onnxruntime execution providers"),
-        ("gpus", "another GPU"),
-        ("blas", "another BLAS build"),
-        ("numpy.dispatch", "numpy dispatches to other SIMD code"),
-    ):
+    for name in ("cpu.level", "cpu.vendor", "cpu.model", "cpu.arch", "onnxruntime.providers", "gpus", "blas",
+                 "numpy.dispatch"):  # fmt: skip
+        text = HARDWARE_WHY[name]
         if name in by_field:
             c = by_field[name]
             causes.append(f"{text} ({c['built']} at build, {c['here']} here)")

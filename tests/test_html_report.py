@@ -167,3 +167,27 @@ def test_the_wheel_ships_every_template() -> None:
     shipped = patterns["mlpack.templates"]
     for path in (root / "templates").iterdir():
         assert any(fnmatch.fnmatch(path.name, p) for p in shipped), f"{path.name} is not in the wheel"
+
+
+def test_differences_say_why_they_move_numbers(package: Path, tmp_path: Path, cli: CliRunner) -> None:
+    """A report saved on another machine (its hardware and runtime differ): each row says why it matters, the
+    ones that move numbers first."""
+    done = cli("verify", package, "--json")
+    report = json.loads(done.stdout)
+    report["hardware"] = [
+        {"field": "os.kernel", "built": "6.1", "here": "6.18", "moves_numbers": False},
+        {"field": "cpu.level", "built": "x86-64-v3", "here": "x86-64-v2", "moves_numbers": True},
+    ]
+    report["environment"]["runtime"] = [
+        {"name": "onnxruntime", "change": "changed", "locked": "1.32.0", "here": "1.31.0"}
+    ]
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert (
+        cli("report", package, "--verify-json", tmp_path / "r.json", "--out", tmp_path / "r.html").returncode == 0
+    )
+    page = (tmp_path / "r.html").read_text()
+    level, kernel = page.index("cpu.level"), page.index("os.kernel")
+    assert level < kernel  # what moves numbers first
+    assert "another micro-architecture level, so other SIMD kernels" in page[level:kernel]
+    assert "context" in page[kernel:]
+    assert "its kernels and graph optimisations change between releases" in page
