@@ -96,7 +96,7 @@ def reg(tmp_path: Path) -> Iterator[Registry]:
 @pytest.mark.xdist_group("registry")
 def test_a_pushed_package_is_pulled_and_compared(versions: dict[str, Path], reg: Registry, cli: CliRunner) -> None:
     assert cli("push", versions["1"], f"{reg.host}/flower").returncode == 0
-    done = cli("diff", f"{reg.host}/flower:1", versions["rebuild"], "--json")
+    done = cli("diff", f"oci://{reg.host}/flower:1", versions["rebuild"], "--json")  # as KServe writes images
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["a"]["digest"] != result["b"]["digest"] and not result["moves_numbers"]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, app, emit, run
+from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, QuietOpt, app, emit, run
 
 AtolOpt = Annotated[
     list[str] | None,
@@ -137,6 +137,7 @@ def verify(
         Path | None,
         typer.Option(metavar="PRIVATE.pem", help="Sign the --attest statement (DSSE) with this EC private key."),
     ] = None,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the signature and integrity, diff environment and hardware, replay golden inputs, and judge the
@@ -210,7 +211,7 @@ def verify(
                 "for the rest."
             )
         matrix = verify_matrix(
-            package, names, strict=strict, threads=threads, progress=progress_printer(False, as_json),
+            package, names, strict=strict, threads=threads, progress=progress_printer(quiet, as_json),
             key=public, certificate_chain=certificate_chain or (), require_signature=require_signature,
         )  # fmt: skip
         if attest is not None:
@@ -372,7 +373,10 @@ def diff(
                 if _is_reference(given):
                     from mlpack.oci.artifact import pull
 
-                    given = str(pull(given, Path(scratch) / str(i), insecure=insecure, ca_cert=ca_cert).path)
+                    pulled = pull(
+                        _plain_reference(given), Path(scratch) / str(i), insecure=insecure, ca_cert=ca_cert
+                    )
+                    given = str(pulled.path)
                 paths.append(given)
             result = diff_packages(paths[0], paths[1])
         if html is not None:
@@ -388,17 +392,22 @@ def diff(
 
 
 def _is_reference(text: str) -> bool:
-    """A registry reference rather than a folder: no such path here, and it parses as host/repository:tag."""
+    """A registry reference rather than a folder: no such path here, and it parses as host/repository:tag
+    (``oci://`` in front taken too, as KServe writes image references)."""
     from mlpack.errors import UsageError
     from mlpack.oci.reference import parse_reference
 
     if Path(text).exists():
         return False
     try:
-        ref = parse_reference(text)
+        ref = parse_reference(_plain_reference(text))
     except UsageError:
         return False
     return ref.tag is not None or ref.digest is not None
+
+
+def _plain_reference(text: str) -> str:
+    return text.removeprefix("oci://")
 
 
 @app.command()
@@ -428,7 +437,7 @@ def inspect(
             from mlpack.oci.artifact import inspect_remote
             from mlpack.report import render_remote
 
-            remote = inspect_remote(package, insecure=insecure, ca_cert=ca_cert)
+            remote = inspect_remote(_plain_reference(package), insecure=insecure, ca_cert=ca_cert)
             emit(remote, as_json, lambda: render_remote(remote))
             return
         info = inspect_package(package)
