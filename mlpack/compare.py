@@ -212,20 +212,27 @@ def _compare_labels(
     )  # fmt: skip
 
 
-def _compare_floats(
-    name: str, kind: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance
-) -> OutputComparison:
-    """|a - b| <= atol + rtol·|ref| elementwise; NaN on one side only is as wrong as it gets."""
-    identical = expected.tobytes() == actual.tobytes()
-    exp64, act64 = expected.astype(np.float64), actual.astype(np.float64)
-    same = (exp64 == act64) | (np.isnan(exp64) & np.isnan(act64))  # equal infinities, NaNs in the same places
+def differences(exp64: np.ndarray, act64: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per element of two float64 arrays: equal (infinities alike, NaNs in the same places), the absolute
+    difference (inf where only one is NaN) and the relative one against |expected| (inf against 0). Pure."""
+    same = (exp64 == act64) | (np.isnan(exp64) & np.isnan(act64))
     with np.errstate(invalid="ignore"):  # inf - inf is NaN, and is excused by ``same``
         diff = np.where(same, 0.0, np.abs(exp64 - act64))
     diff = np.where(np.isnan(diff), np.inf, diff)
     scale = np.abs(exp64)
     with np.errstate(invalid="ignore"):  # inf / inf: an infinite difference against an infinite reference
         rel = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
-    rel = np.where(np.isnan(rel), np.inf, rel)
+    return same, diff, np.where(np.isnan(rel), np.inf, rel)
+
+
+def _compare_floats(
+    name: str, kind: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance
+) -> OutputComparison:
+    """|a - b| <= atol + rtol·|ref| elementwise; NaN on one side only is as wrong as it gets."""
+    identical = expected.tobytes() == actual.tobytes()
+    exp64, act64 = expected.astype(np.float64), actual.astype(np.float64)
+    same, diff, rel = differences(exp64, act64)
+    scale = np.abs(exp64)
     outside_mask = diff > tolerance.atol + tolerance.rtol * np.nan_to_num(scale)
     max_ulp = None
     # bf16 has float32's exponents

@@ -96,12 +96,11 @@ def _entries(section: str, a: Mapping[str, Any], b: Mapping[str, Any], moves: An
 
 def manifest_changes(a: Manifest, b: Manifest) -> list[Change]:
     """Field by field over the parts of mlpack.json that describe the model and how it runs. Pure."""
-    changes = []
-    flat_a = {k: v for k, v in _flatten(to_json(a)).items() if not k.startswith(IGNORED)}
-    flat_b = {k: v for k, v in _flatten(to_json(b)).items() if not k.startswith(IGNORED)}
-    for change in _entries("manifest", flat_a, flat_b, lambda key: key.startswith(NUMERIC_MANIFEST)):
-        changes.append(change)
-    return changes
+    from mlpack.hardware import flatten
+
+    flat_a = {k: v for k, v in flatten(to_json(a)).items() if not k.startswith(IGNORED)}
+    flat_b = {k: v for k, v in flatten(to_json(b)).items() if not k.startswith(IGNORED)}
+    return _entries("manifest", flat_a, flat_b, lambda key: key.startswith(NUMERIC_MANIFEST))
 
 
 # Described elsewhere in the diff (files by their own sections, hardware field by field, the model's graph) or
@@ -109,15 +108,6 @@ def manifest_changes(a: Manifest, b: Manifest) -> list[Change]:
 IGNORED = ("files.", "hardware.", "model.", "environment.", "performance.", "created", "parity.outputs",
            "lineage.", "machines.")  # fmt: skip
 NUMERIC_MANIFEST = ("runtime.", "tolerances.", "reference.row_batches", "reference.runs")
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): data}
 
 
 def model_changes(a: Package, b: Package) -> list[Change]:
@@ -153,21 +143,18 @@ def lock_changes(a: Package, b: Package) -> list[Change]:
     from mlpack.environment import parse_requirements_lock, read_build_lock
 
     changes = []
-    runtime_a = _read(a.path / RUNTIME_LOCK, parse_requirements_lock)
-    runtime_b = _read(b.path / RUNTIME_LOCK, parse_requirements_lock)
-    changes += _entries("runtime-lock", runtime_a, runtime_b, lambda key: True)
-    build_a = {k: v["version"] for k, v in _read_path(a.path / BUILD_LOCK, read_build_lock).items()}
-    build_b = {k: v["version"] for k, v in _read_path(b.path / BUILD_LOCK, read_build_lock).items()}
-    changes += _entries("build-lock", build_a, build_b, lambda key: False)
+
+    def runtime(p: Package) -> dict[str, str]:
+        lock = p.path / RUNTIME_LOCK
+        return parse_requirements_lock(lock.read_text()) if lock.is_file() else {}
+
+    def build(p: Package) -> dict[str, Any]:
+        lock = p.path / BUILD_LOCK
+        return {name: e["version"] for name, e in read_build_lock(lock).items()} if lock.is_file() else {}
+
+    changes += _entries("runtime-lock", runtime(a), runtime(b), lambda key: True)
+    changes += _entries("build-lock", build(a), build(b), lambda key: False)
     return changes
-
-
-def _read(path: Path, parse: Any) -> dict[str, Any]:
-    return dict(parse(path.read_text())) if path.is_file() else {}
-
-
-def _read_path(path: Path, parse: Any) -> dict[str, Any]:
-    return dict(parse(path)) if path.is_file() else {}
 
 
 def hardware_changes(a: Package, b: Package) -> list[Change]:

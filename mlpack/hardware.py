@@ -247,11 +247,12 @@ NUMERIC_FIELDS = (
 )
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys (``cpu.level``). Pure."""
     if isinstance(data, dict):
         flat: dict[str, Any] = {}
         for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): data}
 
@@ -259,7 +260,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def diff(built: dict[str, Any], here: dict[str, Any]) -> list[dict[str, Any]]:
     """Field-by-field differences; each says whether it can move numbers. Pure. A section the profile here
     left out (BLAS at verify) is not compared."""
-    a, b = _flatten({k: v for k, v in built.items() if k in here}), _flatten(here)
+    a, b = flatten({k: v for k, v in built.items() if k in here}), flatten(here)
     changes = []
     for field in sorted(
         set(a) | {f for f in b if f in a or f.split(".")[0] not in built}

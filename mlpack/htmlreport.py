@@ -161,21 +161,15 @@ def element_errors(expected: np.ndarray, actual: np.ndarray, atol: float = 0.0) 
     """Per element: absolute and relative error (0 where the two are equal, NaNs in the same places
     included; inf where only one is NaN) and the ULP distance, -1 where verify does not count it either (a
     golden value within atol of zero, where a few ULPs of a tiny number are millions; or not finite). Pure."""
-    from mlpack.compare import ordered
+    from mlpack.compare import differences, ordered
 
     exp64, act64 = expected.astype(np.float64), actual.astype(np.float64)
-    same = (exp64 == act64) | (np.isnan(exp64) & np.isnan(act64))
-    with np.errstate(invalid="ignore"):
-        diff = np.where(same, 0.0, np.abs(exp64 - act64))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    scale = np.abs(exp64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(diff == 0, 0.0, diff / scale)
+    _, diff, rel = differences(exp64, act64)
     ulp = np.full(expected.shape, -1, dtype=np.int64)
-    counted = np.isfinite(exp64) & np.isfinite(act64) & (scale > atol)
+    counted = np.isfinite(exp64) & np.isfinite(act64) & (np.abs(exp64) > atol)
     if expected.dtype.kind != "c" and counted.any():  # floats and bfloat16: their bits in order
         ulp[counted] = np.abs(ordered(expected[counted]) - ordered(actual[counted]))
-    return {"abs": diff, "rel": np.where(np.isnan(rel), np.inf, rel), "ulp": ulp}
+    return {"abs": diff, "rel": rel, "ulp": ulp}
 
 
 def _worst(expected: np.ndarray, actual: np.ndarray, errors: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,3 +167,13 @@ def one_sentence_error(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("mlpack: error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Iterator[Any]:
+    """A registry of this test's own (Distribution on loopback), stopped after it; tests that share one define
+    their own ``reg``."""
+    from registry_fixture import start_registry
+
+    with start_registry(tmp_path / "registry") as running:
+        yield running

@@ -4,12 +4,11 @@ judged with verify's own figures."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from registry_fixture import Registry, start_registry
+from registry_fixture import Registry
 
 import mlpack
 from mlpack.fileio import canonical_json, load_npz, npz_bytes
@@ -84,12 +83,6 @@ def test_a_loosened_tolerance_is_a_change_that_moves_numbers(
     assert change["field"] == "tolerances.probabilities.atol" and change["b"] == 0.5
     refused = cli("diff", versions["1"], tmp_path / "nowhere")
     assert refused.returncode == 2
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with start_registry(tmp_path / "registry") as running:
-        yield running
 
 
 @pytest.mark.registry

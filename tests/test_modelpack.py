@@ -7,14 +7,13 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # no stubs installed
 import pytest
 import requests
-from registry_fixture import Registry, start_registry
+from registry_fixture import Registry
 
 from mlpack.oci import artifact, spec
 from mlpack.package import MANIFEST, MODEL, open_package
@@ -40,12 +39,6 @@ CONFIG_SCHEMA: dict[str, Any] = {
                                    "diff_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1}}},
     },
 }  # fmt: skip
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with start_registry(tmp_path / "registry") as running:
-        yield running
 
 
 @pytest.fixture

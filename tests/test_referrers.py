@@ -8,25 +8,18 @@ import base64
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from referrers_proxy import ReferrersProxy
-from registry_fixture import Registry, start_registry
+from registry_fixture import Registry
 
 from mlpack.oci import referrers, spec
 from mlpack.package import open_package
 from tests.conftest import CliRunner, one_sentence_error
 
 pytestmark = [pytest.mark.registry, pytest.mark.xdist_group("registry")]
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with start_registry(tmp_path / "registry") as running:
-        yield running
 
 
 @pytest.fixture

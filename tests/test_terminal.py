@@ -10,11 +10,10 @@ import pty
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_fixture import Registry, start_registry
+from registry_fixture import Registry
 
 from tests.conftest import CliRunner
 
@@ -56,12 +55,6 @@ def test_verdicts_are_coloured_on_a_terminal_and_the_words_are_the_same(built: P
     piped = cli("verify", built)
     assert "\x1b[" not in piped.stdout
     assert plain(drawn) == plain(piped.stdout)
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with start_registry(tmp_path / "registry") as running:
-        yield running
 
 
 @pytest.mark.registry

@@ -9,6 +9,16 @@ import typer
 
 from mlpack.cli.common import CaCertOpt, InsecureOpt, JsonOpt, QuietOpt, app, emit, run, transfers
 
+AttestationOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--attestation",
+        metavar="FILE",
+        help="Attach this verify attestation (mlpack verify --attest) as a referrer; repeatable.",
+        show_default=False,
+    ),
+]
+
 
 @app.command()
 def push(
@@ -25,15 +35,7 @@ def push(
     ],
     insecure: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
-    attestation: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--attestation",
-            metavar="FILE",
-            help="Attach this verify attestation (mlpack verify --attest) as a referrer; repeatable.",
-            show_default=False,
-        ),
-    ] = None,
+    attestation: AttestationOpt = None,
     format: Annotated[
         str,
         typer.Option(
@@ -130,12 +132,7 @@ def attach(
             metavar="FILE", help="mlpack.sig from `mlpack sign` of the same package.", show_default=False
         ),
     ] = None,
-    attestation: Annotated[
-        list[Path] | None,
-        typer.Option(
-            metavar="FILE", help="A verify attestation (mlpack verify --attest); repeatable.", show_default=False
-        ),
-    ] = None,
+    attestation: AttestationOpt = None,
     insecure: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,

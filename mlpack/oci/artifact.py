@@ -48,7 +48,7 @@ from mlpack.fileio import sha256_bytes, sha256_file
 from mlpack.manifest import Manifest
 from mlpack.oci import spec
 from mlpack.oci.client import Client, Progress
-from mlpack.oci.reference import DIGEST, parse_reference
+from mlpack.oci.reference import DIGEST, Reference, parse_reference
 from mlpack.oci.referrers import Referrer
 from mlpack.package import (
     MANIFEST,
@@ -221,9 +221,7 @@ def attach(
     ``--key`` takes the signature from there when the artifact carries none."""
     from mlpack.oci import referrers
 
-    source = parse_reference(ref)
-    if source.tag is None and source.digest is None:
-        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    source = _pinned_or_tagged(ref)
     if signature is None and not attestations:
         raise UsageError("Nothing to attach: give --signature FILE or --attestation FILE.")
     items: list[Referrer] = []
@@ -237,10 +235,7 @@ def attach(
         items.append(Referrer("signature", referrers.SIGNATURE, SIGNATURE, data))
     with Client(source, insecure, push=True, ca_cert=ca_cert) as client:
         client.ping()
-        body, _ = client.get_manifest(source.digest or str(source.tag))
-        digest = f"sha256:{sha256_bytes(body)}"
-        if source.digest and digest != source.digest:
-            raise IntegrityError(f"The registry answered {source} with a manifest whose digest is {digest}.")
+        body, digest = _manifest(client, source)
         config_descriptor, _ = _read_manifest(body, str(source))
         items += [_attestation(given, config_descriptor["digest"]) for given in attestations]
         attached, via = referrers.attach(client, spec.descriptor(spec.IMAGE_MANIFEST, digest, len(body)), items)
@@ -317,19 +312,10 @@ def pull(
         from mlpack import signing
 
         signing.check_arguments(key, require_signature)
-    source = parse_reference(ref)
-    if source.tag is None and source.digest is None:
-        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    source = _pinned_or_tagged(ref)
     with Client(source, insecure, ca_cert=ca_cert, progress=progress) as client:
         client.ping()
-        body, stored = client.get_manifest(source.digest or str(source.tag))
-        actual = f"sha256:{sha256_bytes(body)}"
-        expected = source.digest or stored
-        if expected is not None and actual != expected:
-            raise IntegrityError(
-                f"The registry answered {source} with a manifest whose digest is {actual}, not {expected}: "
-                "its copy is corrupt or was tampered with; nothing was written."
-            )
+        body, actual = _manifest(client, source)
         config_descriptor, layers = _read_manifest(body, str(source))
         config_bytes = client.get_blob(config_descriptor, MANIFEST)
         config = _read_config(config_bytes, layers, str(source))
@@ -360,6 +346,28 @@ def pull(
     return open_package(target)
 
 
+def _pinned_or_tagged(ref: str) -> Reference:
+    """REF parsed, and refused unless it names a tag or a digest (a bare repository names nothing to read)."""
+    source = parse_reference(ref)
+    if source.tag is None and source.digest is None:
+        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    return source
+
+
+def _manifest(client: Client, source: Reference) -> tuple[bytes, str]:
+    """The manifest REF names and its digest, checked against the digest REF pins (else the one the registry
+    states): pull, attach and inspect trust no manifest that does not hash to what it was asked for."""
+    body, stored = client.get_manifest(source.digest or str(source.tag))
+    actual = f"sha256:{sha256_bytes(body)}"
+    expected = source.digest or stored
+    if expected is not None and actual != expected:
+        raise IntegrityError(
+            f"The registry answered {source} with a manifest whose digest is {actual}, not {expected}: "
+            "its copy is corrupt or was tampered with; nothing was written."
+        )
+    return body, actual
+
+
 def _trust_from_referrers(client: Client, digest: str, folder: Path) -> None:
     """Write the signature and provenance referrers of ``digest`` into the staging folder where the artifact's
     own layers brought none (the newest listed wins); each is then checked like one that came as a layer."""
@@ -384,15 +392,10 @@ def inspect_remote(ref: str, *, insecure: bool | None = None, ca_cert: str | Pat
     another tool's). Reads nothing but manifests, the config and the referrers list."""
     from mlpack.oci import referrers
 
-    source = parse_reference(ref)
-    if source.tag is None and source.digest is None:
-        raise UsageError(f"{ref!r} names no tag or digest: add :VERSION or @sha256:<hex>.")
+    source = _pinned_or_tagged(ref)
     with Client(source, insecure, ca_cert=ca_cert) as client:
         client.ping()
-        body, _ = client.get_manifest(source.digest or str(source.tag))
-        digest = f"sha256:{sha256_bytes(body)}"
-        if source.digest and digest != source.digest:
-            raise IntegrityError(f"The registry answered {source} with a manifest whose digest is {digest}.")
+        body, digest = _manifest(client, source)
         config_descriptor, layers = _read_manifest(body, str(source))
         config = _read_config(client.get_blob(config_descriptor, MANIFEST), layers, str(source))
         found, via = referrers.listed(client, digest)

@@ -247,7 +247,6 @@ def _helper_get(name: str, registry: str) -> Credentials | None:
 def store_credentials(registry: str, credentials: Credentials) -> str:
     """Keep a login where ``docker login`` would: the registry's credential helper or the config's store, else
     ``auths`` in the config file (written atomically, readable by its owner only). Returns where."""
-    from mlpack.fileio import write_atomic
 
     path = docker_config_path()
     config = _read_docker_config(path)
@@ -267,14 +266,20 @@ def store_credentials(registry: str, credentials: Credentials) -> str:
     auths = {s: v for s, v in (known if isinstance(known, dict) else {}).items() if _key(s) != registry.lower()}
     secret = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
     auths[registry] = {"auth": secret}
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(path, (json.dumps({**config, "auths": auths}, indent="\t") + "\n").encode(), mode=0o600)
+    _write_config(path, {**config, "auths": auths})
     return str(path)
+
+
+def _write_config(path: Path, config: dict[str, Any]) -> None:
+    """Docker's config written back as docker writes it (tab-indented), atomically, readable by its owner only."""
+    from mlpack.fileio import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
 
 
 def erase_credentials(registry: str) -> str | None:
     """Forget the login for ``registry``; where it was kept, or None if there was none."""
-    from mlpack.fileio import write_atomic
 
     path = docker_config_path()
     config = _read_docker_config(path)
@@ -288,7 +293,7 @@ def erase_credentials(registry: str) -> str | None:
     kept = {server: value for server, value in auths.items() if _key(server) != registry.lower()}
     if len(kept) == len(auths):
         return None
-    write_atomic(path, (json.dumps({**config, "auths": kept}, indent="\t") + "\n").encode(), mode=0o600)
+    _write_config(path, {**config, "auths": kept})
     return str(path)
 
 
