@@ -26,6 +26,7 @@ from mlpack.fileio import load_npz
 from mlpack.manifest import SessionSettings, TensorSpec
 from mlpack.package import INPUTS, MODEL, OUTPUTS, Package, open_package
 from mlpack.reference import open_session, run
+from tests import kserve_crd
 from tests.conftest import CliRunner
 
 
@@ -383,36 +384,9 @@ def k8s_round_trip(document: dict[str, Any], kind: str) -> None:
     assert client.sanitize_for_serialization(parsed) == document  # type: ignore[no-untyped-call]
 
 
-# KServe's v1alpha1 ServingRuntimeSpec and v1beta1 model spec, as its API reference documents them: closed
-# objects, so a misspelt field fails here as kubectl's schema validation would fail it.
-SERVING_RUNTIME_SPEC = {
-    "type": "object", "required": ["containers"], "additionalProperties": False,
-    "properties": {
-        "supportedModelFormats": {"type": "array", "items": {
-            "type": "object", "required": ["name"], "additionalProperties": False,
-            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                           "autoSelect": {"type": "boolean"}, "priority": {"type": "integer"}}}},
-        "protocolVersions": {"type": "array", "items": {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]}},
-        "multiModel": {"type": "boolean"}, "disabled": {"type": "boolean"},
-        "containers": {"type": "array", "minItems": 1},
-        **{k: {} for k in ("nodeSelector", "tolerations", "affinity", "volumes", "annotations", "labels",
-                           "imagePullSecrets", "grpcEndpoint", "grpcDataEndpoint", "httpDataEndpoint", "replicas",
-                           "storageHelper", "builtInAdapter", "workerSpec", "hostIPC")},
-    },
-}  # fmt: skip
-ISVC_MODEL = {
-    "type": "object", "required": ["modelFormat"], "additionalProperties": False,
-    "properties": {"modelFormat": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                   "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
-                   "protocolVersion": {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]}, "runtime": {"type": "string"},
-                   "storageUri": {"type": "string"}},
-}  # fmt: skip
-
-
 def test_kserve_for_an_image_is_a_runtime_that_serves_it_and_a_service_naming_it(
     built: Path, cli: CliRunner
 ) -> None:
-    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
     import requests
 
     done = cli("export", "kserve", built, "--image", "registry.example.com/team/forest:1", "--json")
@@ -421,8 +395,7 @@ def test_kserve_for_an_image_is_a_runtime_that_serves_it_and_a_service_naming_it
     assert listing["kind"] == "List"
     runtime, service = listing["items"]
     assert (runtime["apiVersion"], runtime["kind"]) == ("serving.kserve.io/v1alpha1", "ClusterServingRuntime")
-    jsonschema.validate(runtime["spec"], SERVING_RUNTIME_SPEC)
-    jsonschema.validate(service["spec"]["predictor"]["model"], ISVC_MODEL)
+    assert kserve_crd.problems(runtime) == [] and kserve_crd.problems(service) == []
     assert service["spec"]["predictor"]["model"]["runtime"] == runtime["metadata"]["name"]
     assert (
         runtime["spec"]["supportedModelFormats"][0]["name"]
@@ -458,6 +431,34 @@ def test_kserve_for_an_image_is_a_runtime_that_serves_it_and_a_service_naming_it
     yaml_text = cli("export", "kserve", built, "--image", "registry.example.com/team/forest:1").stdout
     documents = [yaml.safe_load(part) for part in yaml_text.split("---\n")]
     assert documents == listing["items"]  # the YAML stream kubectl applies is the same two documents
+
+
+def test_kserve_documents_pass_kserves_own_crds_and_the_check_has_teeth(built: Path, churn: Path) -> None:
+    """Both forms, checked against KServe's generated CRDs (tests/data/kserve) with the API server's rules;
+    then the documents spoilt as a hand edit would spoil them, each refused for its own reason."""
+    from mlpack.export import kserve_documents
+
+    documents = [*kserve_documents(built, image="registry.example.com/team/forest:1"),
+                 *kserve_documents(churn, storage_uri="s3://models/triton", name="churn-v2")]  # fmt: skip
+    assert [d["kind"] for d in documents] == ["ClusterServingRuntime", "InferenceService", "InferenceService"]
+    for document in documents:
+        assert kserve_crd.problems(document) == [], document["kind"]
+    runtime, service = json.loads(json.dumps(documents[:2]))
+    container = runtime["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    container["ports"].append({"containerPort": container["ports"][0]["containerPort"]})  # TCP by default
+    container["resources"]["limits"]["memory"] = "2 GB"
+    runtime["spec"]["supportedModelFormats"][0]["priority"] = 0
+    service["spec"]["predictor"]["model"]["storageURI"] = service["spec"]["predictor"]["model"].pop("storageUri")
+    service["metadata"]["name"] = "9-forest"
+    service["metadata"]["labels"]["mlpack/name"] = "two words"
+    found = kserve_crd.problems(runtime) + kserve_crd.problems(service)
+    expected = ["'readinesProbe' was unexpected", "duplicate entry for keys", "limits.memory: '2 GB' does not match",
+                "priority: 0 is less than the minimum", "'storageURI' was unexpected", "not a DNS-1035 label",
+                "'two words' is not a label value"]  # fmt: skip
+    for reason in expected:
+        assert sum(reason in problem for problem in found) == 1, (reason, found)
+    assert len(found) == len(expected), found
 
 
 def test_verify_jobs_one_per_node_pool(built: Path, cli: CliRunner) -> None:
