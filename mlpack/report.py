@@ -29,7 +29,8 @@ def _output_line(c: OutputComparison) -> str:
     detail = f"{c.total} values"
     if c.kind == "label":
         if not c.identical:
-            detail += f", {c.outside} differ" + (f", {c.tied_rows} tied rows excused" if c.tied_rows else "")
+            differ = c.total - c.identical_elements
+            detail += f", {differ} differ" + (f" ({c.tied_rows} tied rows excused)" if c.tied_rows else "")
     else:
         detail += f", max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)}, max ulp {c.max_ulp if c.max_ulp is not None else '-'}"
         if c.outside:

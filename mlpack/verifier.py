@@ -169,8 +169,11 @@ def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison]
     if verdict == "identical":
         return "Every output is bit-identical to the golden outputs."
     if verdict == "equivalent":
-        worst = max(outputs, key=lambda c: c.max_abs if c.max_abs == c.max_abs else 0.0)
-        text = f"All outputs are within tolerance but not bit-identical (largest abs difference {worst.max_abs:.3g} in {worst.name})."
+        floats = [c for c in outputs if c.kind != "label" and c.max_abs == c.max_abs]
+        worst = max(floats, key=lambda c: c.max_abs, default=None)
+        largest = f"largest abs difference {worst.max_abs:.3g} in {worst.name}" if worst else "no float output moved"
+        excused = [f"{c.tied_rows} tied rows of {c.name} excused" for c in outputs if c.tied_rows]
+        text = f"All outputs are within tolerance but not bit-identical ({'; '.join([largest, *excused])})."
         return text + (" --strict demands bit identity." if strict else "")
     bad = [c for c in outputs if not c.passed]
     parts = [c.problem or f"{c.name}: {c.outside} of {c.total} outside tolerance" for c in bad]

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpack.compare import DEFAULT_TOLERANCES, compare, compare_output, resolve_tolerances, verdict
+from mlpack.compare import (
+    DEFAULT_TOLERANCES,
+    OutputComparison,
+    compare,
+    compare_output,
+    partner,
+    resolve_tolerances,
+    verdict,
+)
 from mlpack.manifest import Tolerance
 
 PROB = DEFAULT_TOLERANCES["probabilities"]
@@ -64,27 +72,103 @@ def test_shape_and_dtype_changes_are_problems() -> None:
     assert compare_output("v", "value", a, np.zeros((2, 2), np.float64), PROB).problem
 
 
-def test_labels_exact_except_reference_ties() -> None:
-    probs = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.50004, 0.49996, 0.0]], np.float32)
-    labels = np.array([0, 0, 0])
-    flipped_tie = np.array([1, 0, 1])
+KINDS = {"label": "label", "probabilities": "probabilities"}
+
+
+def judge_labels(
+    golden: tuple[np.ndarray, np.ndarray], replayed: tuple[np.ndarray, np.ndarray], rule: str = "exact-unless-tied"
+) -> OutputComparison:
+    tolerances = resolve_tolerances(KINDS, {"label": {"labels": rule}})
     result = compare(
-        {"label": labels, "probabilities": probs},
-        {"label": flipped_tie, "probabilities": probs},
-        {"label": "label", "probabilities": "probabilities"},
-        resolve_tolerances({"label": "label", "probabilities": "probabilities"}),
+        dict(zip(KINDS, golden, strict=True)), dict(zip(KINDS, replayed, strict=True)), KINDS, tolerances
     )
-    label = result[0]
-    assert label.passed and label.tied_rows == 2 and not label.identical
-    assert verdict(result) == "equivalent"
-    flipped_confident = np.array([0, 1, 0])
-    result = compare(
-        {"label": labels, "probabilities": probs},
-        {"label": flipped_confident, "probabilities": probs},
-        {"label": "label", "probabilities": "probabilities"},
-        resolve_tolerances({"label": "label", "probabilities": "probabilities"}),
+    return result[0]
+
+
+# class columns 0, 1, 2 stand for "a", "b", "c": rows 0-2 show it (no tie); rows 3 and 4 tie columns 0 and 1
+PROBS = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.1, 0.0, 0.9], [0.5, 0.5, 0.0], [0.50004, 0.49996, 0.0]],
+                 np.float32)  # fmt: skip
+LABELS = np.array(["a", "b", "c", "a", "a"])
+
+
+def test_a_tied_row_excuses_only_the_other_tied_class() -> None:
+    flipped = PROBS.copy()
+    flipped[3:5, :2] = flipped[3:5, 1::-1]  # what a replay that broke the ties the other way gives
+    tie_broken = judge_labels((LABELS, PROBS), (np.array(["a", "b", "c", "b", "b"]), flipped))
+    assert tie_broken.passed and tie_broken.tied_rows == 2 and not tie_broken.identical
+    # "c" had a reference probability of 0 on those rows: no tie excuses it
+    any_class = judge_labels((LABELS, PROBS), (np.array(["a", "b", "c", "c", "a"]), PROBS))
+    assert not any_class.passed and any_class.outside == 1 and any_class.tied_rows == 0
+    confident = judge_labels((LABELS, PROBS), (np.array(["b", "b", "c", "a", "a"]), PROBS))
+    assert not confident.passed and confident.outside == 1
+    # the rule "exact" excuses nothing
+    exact = judge_labels((LABELS, PROBS), (np.array(["a", "b", "c", "b", "b"]), flipped), rule="exact")
+    assert not exact.passed and exact.outside == 2 and exact.tied_rows == 0
+
+
+def test_a_tied_class_no_clear_row_shows_needs_the_replayed_probabilities_to_choose_it() -> None:
+    probs, labels = PROBS[[0, 2, 4]], np.array(["a", "c", "a"])  # column 1's label is never shown
+    flipped = probs.copy()
+    flipped[2, :2] = flipped[2, 1::-1]
+    assert judge_labels((labels, probs), (np.array(["a", "c", "b"]), flipped)).tied_rows == 1
+    unflipped = judge_labels((labels, probs), (np.array(["a", "c", "b"]), probs))
+    assert not unflipped.passed and unflipped.tied_rows == 0
+    # a label the clear rows give to another column is not column 1's
+    known_elsewhere = judge_labels((labels, probs), (np.array(["a", "c", "c"]), flipped))
+    assert not known_elsewhere.passed
+
+
+def test_probabilities_the_labels_contradict_excuse_nothing() -> None:
+    """A label output paired with scores that are not its own (another head): its clear rows disagree."""
+    other_head = PROBS[[0, 0, 1, 3, 4]]  # its clear rows say column 0 is both "a" and "b"
+    flipped = other_head.copy()
+    flipped[3, :2] = flipped[3, 1::-1]
+    result = judge_labels((LABELS, other_head), (np.array(["a", "b", "c", "b", "a"]), flipped))
+    assert not result.passed and result.tied_rows == 0
+
+
+def test_labels_go_with_the_probabilities_named_like_them() -> None:
+    assert partner("output_label", ["output_probability"]) == "output_probability"
+    assert partner("label_b", ["prob_a", "prob_b"]) == "prob_b"
+    assert partner("output_label", ["output_probability", "probabilities"]) is None  # unclear: excuse nothing
+    assert partner("flag_b", ["prob_a", "prob_b"]) is None
+    assert partner("label", []) is None
+
+
+def test_string_labels_are_compared_at_their_full_length() -> None:
+    """A golden "<U3" must not cut a replayed "category" to "cat" (nor b"no" make "nope" equal)."""
+    golden = np.array(["cat", "dog"])
+    for replayed in (np.array(["category", "dog"]), np.array(["category", "dog"], dtype=object)):
+        c = compare_output("label", "label", golden, replayed, DEFAULT_TOLERANCES["label"])
+        assert (
+            not c.passed and c.outside == 1 and c.worst == {"index": [0], "expected": "cat", "actual": "category"}
+        )
+    c = compare_output(
+        "label", "label", np.array([b"no"]), np.array(["nope"], dtype=object), DEFAULT_TOLERANCES["label"]
     )
-    assert not result[0].passed and result[0].outside == 1 and verdict(result) == "mismatch"
+    assert not c.passed
+    same = compare_output(
+        "label", "label", np.array([b"no"]), np.array(["no"], dtype=object), DEFAULT_TOLERANCES["label"]
+    )
+    assert same.passed and same.identical
+
+
+def test_an_infinite_difference_is_outside_any_tolerance() -> None:
+    """rtol·|ref| is infinite for an infinite reference, or overflows: the infinity on the other side, a NaN,
+    and a difference too large for a float64 still fail."""
+    loose = Tolerance(atol=1.0, rtol=2.0)
+    golden = np.array([np.inf, 1e308, 1e308, 5.0])
+    c = compare_output("v", "value", golden, np.array([-np.inf, np.nan, -1e308, 5.5]), loose)
+    assert not c.passed and c.outside == 3
+
+
+def test_complex_values_differ_by_their_modulus() -> None:
+    golden = np.array([1 + 1j, 2 + 2j], np.complex64)
+    c = compare_output(
+        "z", "value", golden, np.array([1 - 5j, 2 + 2j], np.complex64), Tolerance(atol=1e-5, rtol=0)
+    )
+    assert not c.passed and c.outside == 1 and c.max_abs == pytest.approx(6.0)
+    assert compare_output("z", "value", golden, golden.copy(), Tolerance(atol=0, rtol=0)).identical
 
 
 def test_string_labels() -> None:
