@@ -252,7 +252,9 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         )
         if converter.native_runs and golden.runs == 1:
             types = {name: value.dtype for name, value in golden.feeds.items()}
-            parity.check_probes(converter, job.native, golden.session, golden.native_feeds, kinds, tols, types)
+            parity.check_probes(
+                converter, job.native, golden.session, golden.native_feeds, kinds, tols, types, job.accept_parity
+            )
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)

@@ -185,7 +185,9 @@ def _text(values: np.ndarray) -> np.ndarray:
         return np.char.decode(values, "utf-8", "surrogateescape")
     if values.dtype.kind == "O":
         flat = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in values.ravel()]
-        return np.array(flat + [None], dtype=object)[:-1].reshape(values.shape)  # [None]: never a 2-D array
+        text = np.empty(len(flat), dtype=object)  # filled, not built: a list of sequences would become 2-D
+        text[:] = flat
+        return text.reshape(values.shape)
     return values
 
 

@@ -171,7 +171,9 @@ def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison]
     if verdict == "equivalent":
         floats = [c for c in outputs if c.kind != "label" and c.max_abs == c.max_abs]
         worst = max(floats, key=lambda c: c.max_abs, default=None)
-        largest = f"largest abs difference {worst.max_abs:.3g} in {worst.name}" if worst else "no float output moved"
+        largest = (
+            f"largest abs difference {worst.max_abs:.3g} in {worst.name}" if worst else "no float output moved"
+        )
         excused = [f"{c.tied_rows} tied rows of {c.name} excused" for c in outputs if c.tied_rows]
         text = f"All outputs are within tolerance but not bit-identical ({'; '.join([largest, *excused])})."
         return text + (" --strict demands bit identity." if strict else "")

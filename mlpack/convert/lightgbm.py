@@ -152,6 +152,13 @@ class LightGBMConverter(BoostedTrees):
         return bool(categorical_columns(model))
 
     def convert(self, model: Any, sample: dict[str, np.ndarray], options: ConvertOptions) -> Converted:
+        params = getattr(getattr(model, "booster_", model), "params", None) or {}
+        if str(params.get("zero_as_missing", "false")).lower() in ("true", "1"):
+            raise UsageError(
+                "This LightGBM model was trained with zero_as_missing=True, which does not convert: onnxmltools' "
+                "trees take 0 as a number, so every row with a zero would be answered differently. Train with "
+                "the default (NaN as missing) and give missing values as NaN."
+            )
         categorical = categorical_columns(model)
         features = _features(model)
         casts: dict[str, str] = {}

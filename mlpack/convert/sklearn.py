@@ -204,11 +204,113 @@ def _register_hist_gradient_boosting() -> None:
             register_converter(name, with_integer_flags(registered._fct), overwrite=True, options=options)
 
 
+class _MissingDirections:
+    """A skl2onnx container that writes where each split of a scikit-learn tree sends a missing value
+    (``tree_.missing_go_to_left``: learnt from NaNs in training, else the child with more samples) into the
+    TreeEnsemble's ``nodes_missing_value_tracks_true``. skl2onnx 1.20 leaves it out, and onnxruntime then sends
+    every NaN to the false branch: a forest's answer on a missing value would differ from the native one.
+    Splits test ``x <= threshold`` with the left child as the true branch, so "true" is "left"."""
+
+    def __init__(self, container: Any, trees: list[Any]) -> None:
+        self._container = container
+        self._trees = trees
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def add_node(self, op_type: str, *args: Any, **attrs: Any) -> Any:
+        if op_type.startswith("TreeEnsemble") and "nodes_treeids" in attrs and "nodes_nodeids" in attrs:
+            trees = self._trees_of(attrs)
+            if trees is not None:
+                attrs["nodes_missing_value_tracks_true"] = [
+                    int(trees[tree].missing_go_to_left[node])
+                    for tree, node in zip(attrs["nodes_treeids"], attrs["nodes_nodeids"], strict=True)
+                ]
+        return self._container.add_node(op_type, *args, **attrs)
+
+    def _trees_of(self, attrs: dict[str, Any]) -> dict[int, Any] | None:
+        """The scikit-learn tree of each tree id in a TreeEnsemble node: a forest's node numbers its trees as
+        the model does; a node holding one of many trees (IsolationForest writes one node per tree, each tree
+        0) is matched by its thresholds. None when no tree matches: the node is left as skl2onnx wrote it,
+        and the build's missing-value probes judge it."""
+        ids = {int(t) for t in attrs["nodes_treeids"]}
+        if len(ids) > 1 or len(self._trees) == 1:
+            return dict(enumerate(self._trees)) if max(ids) < len(self._trees) else None
+        splits = [
+            (int(node), float(value))
+            for node, mode, value in zip(attrs["nodes_nodeids"], attrs["nodes_modes"], attrs["nodes_values"], strict=True)
+            if mode != "LEAF"
+        ]  # fmt: skip
+        nodes, where = len({int(n) for n in attrs["nodes_nodeids"]}), [n for n, _ in splits]
+        # skl2onnx moves a float32 threshold by a step or so to keep x <= t exact: close, not equal
+        matches = [
+            tree for tree in self._trees
+            if tree.node_count == nodes
+            and np.allclose(tree.threshold[where], [v for _, v in splits], rtol=1e-6, atol=1e-30)
+        ]  # fmt: skip
+        return {ids.pop(): matches[0]} if len(matches) == 1 else None
+
+
+_TREES = ("DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifier", "ExtraTreeRegressor",
+          "RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor",
+          "IsolationForest")  # fmt: skip
+
+
+def _register_tree_missing_directions() -> None:
+    """skl2onnx's converters of scikit-learn's trees and forests, through ``_MissingDirections``."""
+    from skl2onnx.common._registration import _converter_pool, register_converter
+
+    def with_directions(convert: Any) -> Any:
+        def converter(scope: Any, operator: Any, container: Any) -> None:
+            model = operator.raw_operator
+            trees = [e.tree_ for e in model.estimators_] if hasattr(model, "estimators_") else [model.tree_]
+            if all(hasattr(tree, "missing_go_to_left") for tree in trees):
+                container = _MissingDirections(container, trees)
+            convert(scope, operator, container)
+
+        converter.missing_directions = True  # type: ignore[attr-defined]
+        return converter
+
+    for name in _TREES:
+        registered = _converter_pool[f"Sklearn{name}"]
+        if not getattr(registered._fct, "missing_directions", False):
+            options = registered.get_allowed_options()
+            register_converter(f"Sklearn{name}", with_directions(registered._fct), overwrite=True, options=options)
+
+
+MATRIX_PROBES = 32  # columns of a feature matrix probed with a missing value, evenly spread
+
+
+def _allows_nan(model: Any) -> bool:
+    """scikit-learn's own word on whether the model takes NaN (trees and forests since 1.4, imputers first in
+    a pipeline); False where the tags cannot be read."""
+    try:
+        from sklearn.utils import get_tags
+
+        return bool(get_tags(model).input_tags.allow_nan)
+    except Exception:  # an estimator from elsewhere, an older scikit-learn: no probe, as before
+        return False
+
+
 def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Inputs that test how the package treats a missing value: for each column whose imputer or encoder
-    takes NaN as missing, the golden inputs' first row with that column missing ("" or NaN), keyed by it."""
+    takes NaN as missing, the golden inputs' first row with that column missing ("" or NaN), keyed by it;
+    for a model that takes a float matrix and NaN in it, the first row with NaN in each column (at most
+    MATRIX_PROBES of them)."""
     if not needs_frame(model):
-        return {}
+        if len(feeds) != 1:
+            return {}
+        ((name, value),) = feeds.items()
+        if value.ndim != 2 or value.dtype.kind != "f" or not len(value) or not _allows_nan(model):
+            return {}
+        columns = value.shape[1]
+        chosen = np.unique(np.linspace(0, columns - 1, min(columns, MATRIX_PROBES)).round().astype(int)).tolist()
+        matrix_probes = {}
+        for column in chosen:
+            row = value[:1].copy()
+            row[0, column] = np.nan
+            matrix_probes[f"column {column}"] = {name: row}
+        return matrix_probes
     probes = {}
     for column in sorted(_nan_aware_columns(model)):
         key = column if column in feeds else onnx_safe_name(column)
@@ -344,6 +446,7 @@ class SklearnConverter:
         _register_boosters(model)
         _register_missing_strings()
         _register_hist_gradient_boosting()
+        _register_tree_missing_directions()
         # the lowest ai.onnx.ml opset that converts (double-precision trees need 3; IsolationForest needs 3)
         for ml_opset in range(3 if options.precision == "float64" else 1, ML_OPSET_MAX + 1):
             try:
