@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mlpack
-from mlpack.errors import ParityError
+from mlpack.errors import ParityError, UsageError
 from tests.conftest import CliRunner, one_sentence_error
 
 pd = pytest.importorskip("pandas")
@@ -158,3 +158,59 @@ def test_csv_missing_cells_read_as_pandas_reads_them(tmp_path: Path) -> None:
     headless = tmp_path / "numbers.csv"
     headless.write_text("1.0,,3\n4,5,6\n")  # a first row with an empty cell is still data, not a header
     assert np.isnan(load_sample(headless)[""][0, 1]) and load_sample(headless)[""].shape == (2, 3)
+
+
+@pytest.mark.parametrize("learnt", [True, False], ids=["trained-with-nan", "trained-without-nan"])
+def test_trees_and_forests_send_a_missing_value_where_scikit_learn_does(tmp_path: Path, learnt: bool) -> None:
+    """scikit-learn's trees send NaN down the side they learnt (or, with none in training, to the child with
+    more samples); skl2onnx dropped that, so every NaN went the same way. The golden sample holds no NaN: the
+    package must still answer rows with NaN as the model does."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        IsolationForest,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 4))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    train = x.copy()
+    if learnt:
+        train[rng.random(400) < 0.25, 0] = np.nan
+        y[np.isnan(train[:, 0])] = 0  # missing in column 0 means class 0: a side worth learning
+    rows = x[30:90].copy()
+    rows[::2, 0], rows[1::2, 2], rows[::3, 3] = np.nan, np.nan, np.nan
+    classifiers = [DecisionTreeClassifier(max_depth=4, random_state=0),
+                   RandomForestClassifier(12, max_depth=5, random_state=0), ExtraTreesClassifier(12, random_state=0)]  # fmt: skip
+    for model in classifiers:
+        model.fit(train, y)
+        built = mlpack.build(
+            model, x[:30], name=type(model).__name__.lower(), out=tmp_path, resolve=False, timings=False
+        )
+        got = mlpack.load(built.path).predict({"X": rows.astype(np.float32)})
+        np.testing.assert_array_equal(got["label"].ravel(), model.predict(rows), err_msg=type(model).__name__)
+        np.testing.assert_allclose(got["probabilities"], model.predict_proba(rows), atol=1e-5)
+    regressor = RandomForestRegressor(12, max_depth=5, random_state=0).fit(train, x[:, 1])
+    built = mlpack.build(regressor, x[:30], name="regressor", out=tmp_path, resolve=False, timings=False)
+    value = next(iter(mlpack.load(built.path).predict({"X": rows.astype(np.float32)}).values()))
+    np.testing.assert_allclose(value.ravel(), regressor.predict(rows), atol=1e-4)
+    # IsolationForest writes one TreeEnsemble per tree, every one numbered 0: matched by its thresholds
+    detector = IsolationForest(n_estimators=8, random_state=0).fit(train)
+    built = mlpack.build(detector, x[:30], name="detector", out=tmp_path, resolve=False, timings=False)
+    got = mlpack.load(built.path).predict({"X": rows.astype(np.float32)})
+    np.testing.assert_array_equal(got["label"].ravel(), detector.predict(rows))
+    np.testing.assert_allclose(got["scores"].ravel(), detector.decision_function(rows), atol=1e-5)
+
+
+def test_lightgbm_zero_as_missing_is_refused(tmp_path: Path) -> None:
+    """onnxmltools' trees take 0 as a number: with zero_as_missing every row holding a zero would change."""
+    lightgbm = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.integers(0, 8, 600), rng.normal(size=600)].astype(float)
+    y = ((x[:, 0] % 3 == 0) ^ (x[:, 1] > 0)).astype(int)
+    model = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1, zero_as_missing=True).fit(x, y)
+    with pytest.raises(UsageError, match="zero_as_missing=True, which does not convert"):
+        mlpack.build(model, x[x[:, 0] != 0][:50], out=tmp_path, resolve=False, timings=False)
+    assert not any(tmp_path.iterdir())
