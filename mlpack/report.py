@@ -43,6 +43,22 @@ def _output_line(c: OutputComparison) -> str:
     return line
 
 
+def _tolerances(applied: dict[str, dict[str, Any]], overrides: dict[str, Any]) -> str:
+    """What each output was judged with; one looser than tenfold mlpack's default is marked."""
+    parts = []
+    for name, tol in applied.items():
+        if "labels" in tol:
+            parts.append(f"{name} {tol['labels']}")
+            continue
+        text = f"{name} atol {_num(tol['atol'])} rtol {_num(tol['rtol'])}"
+        if name in overrides:
+            text += " (this run's)"
+        elif tol.get("looser_than_default"):
+            text += " (LOOSER: over 10x mlpack's default for its kind)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def _spread_line(c: OutputComparison) -> str:
     """How the differences of a float output spread, and what they mean for a reader deciding on them."""
     share = c.identical_elements / c.total
@@ -133,6 +149,8 @@ def render_verify(report: Report) -> str:
     if report.outputs:
         lines.append("  outputs")
         lines += [_output_line(c) for c in report.outputs]
+    if report.tolerances:
+        lines.append(f"  tolerances   {_tolerances(report.tolerances, report.tolerance_overrides)}")
     if report.proven:
         lines.append(f"  proven       {report.proven['message']}")
     if report.parity.get("disagreement"):

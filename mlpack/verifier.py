@@ -52,6 +52,7 @@ class Report:
     strict: bool = False
     build_env_compared: bool = False  # the build lock is compared when something needs explaining, or on request
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)  # this run's, by output
+    tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)  # what each output was judged with
     judged: str = "replay"  # replay: the golden inputs ran here; saved: outputs from a file were judged
     seconds: float = 0.0
     proven: dict[str, Any] = field(default_factory=dict)  # this machine's class against build --machines evidence
@@ -83,6 +84,7 @@ class Report:
             "outputs": [c.to_dict() for c in self.outputs],
             "causes": self.causes,
             "tolerance_overrides": self.tolerance_overrides,
+            "tolerances": self.tolerances,
             "judged": self.judged,
             "proven": self.proven,
             "parity": self.parity,
@@ -298,7 +300,7 @@ def verify(
 
     manifest = package.manifest
     tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
-    report = replace(report, tolerance_overrides=overrides)
+    report = replace(report, tolerance_overrides=overrides, tolerances=_applied(tolerances, manifest.kinds))
     env_diff = _environment_diff(package, full)
     settings = manifest.runtime.session
     recorded_threads = settings.intra_op_num_threads
@@ -389,6 +391,21 @@ def _opened(
     return package, report, problems
 
 
+def _applied(tolerances: Mapping[str, Tolerance], kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each output's tolerance as judged, and whether it is looser than mlpack's default for its kind by more
+    than tenfold: the manifest sets them, and an unsigned manifest can be edited, so the report shows them."""
+    applied: dict[str, dict[str, Any]] = {}
+    for name, tol in tolerances.items():
+        kind = kinds.get(name, "value")
+        if kind == "label":
+            applied[name] = {"labels": tol.labels}
+            continue
+        default = compare.DEFAULT_TOLERANCES.get(kind, compare.DEFAULT_TOLERANCES["value"])
+        loose = tol.atol > 10 * default.atol or tol.rtol > 10 * default.rtol
+        applied[name] = {"atol": tol.atol, "rtol": tol.rtol, "looser_than_default": loose}
+    return applied
+
+
 def _tampered(problems: list[Problem]) -> dict[str, Any]:
     message = f"The package's files do not match its manifest: {describe_problems(problems)}."
     return {"verdict": "tampered", "integrity": problems, "message": message}
@@ -412,14 +429,25 @@ def judge_saved(
     strict: bool = False,
     atol: Mapping[str, float] | None = None,
     rtol: Mapping[str, float] | None = None,
+    expect_digest: str | None = None,
+    key: str | Path | None = None,
+    certificate_chain: Sequence[str | Path] = (),
+    require_signature: bool = False,
 ) -> Report:
     """Judge outputs saved earlier (``verify --save-outputs``, an .npz keyed by output name, or a folder of
-    output_K.pb files) against the package's golden outputs, without running the model: integrity first,
-    then the same comparison as verify."""
+    output_K.pb files) against the package's golden outputs, without running the model: the signature and
+    integrity first, as verify checks them, then the same comparison as verify."""
+    from mlpack import signing
     from mlpack.sample import load_expected
 
     started = time.perf_counter()
-    package, report, problems = _opened(path, strict, judged="saved")
+    package, report, problems = _opened(path, strict, expect_digest=expect_digest, judged="saved")
+    try:
+        report = replace(report, signature=signing.check_trust(package, key, certificate_chain, require_signature))
+    except IntegrityError as exc:
+        failed = {"status": "failed", "detail": exc.message}
+        return replace(report, verdict="tampered", message=exc.message, signature=failed, integrity=problems,
+                       seconds=time.perf_counter() - started)  # fmt: skip
     if problems:
         return replace(report, **_tampered(problems), seconds=time.perf_counter() - started)
     manifest = package.manifest
@@ -431,6 +459,7 @@ def judge_saved(
     parity, passed, note = _parity(manifest, verdict, _passes(verdict, strict), strict)
     return replace(
         report, verdict=verdict, passed=passed, outputs=outputs, tolerance_overrides=overrides, parity=parity,
+        tolerances=_applied(tolerances, manifest.kinds),
         message=_summary(verdict, passed, outputs, strict) + _overridden(overrides) + note,
         seconds=time.perf_counter() - started,
     )  # fmt: skip

@@ -100,3 +100,50 @@ def test_a_name_beats_a_kind_beats_everything() -> None:
     assert resolved["p"].atol == 2.0 and resolved["q"].atol == 3.0 and resolved["y"].atol == 0
     assert changed == {"p": {"atol": 2.0}, "q": {"atol": 3.0}}
     assert override_tolerances(tolerances, kinds, {"label": 1.0}, {})[1] == {"y": {"atol": 1.0}}
+
+
+def test_the_tolerances_judged_with_are_shown_and_one_loosened_in_the_manifest_is_marked(
+    package: Path, cli: CliRunner
+) -> None:
+    """An unsigned manifest can be edited without any file changing: the report shows what each output was
+    judged with, and marks a tolerance over tenfold mlpack's default."""
+    plain = cli("verify", package)
+    assert "  tolerances   label exact-unless-tied; probabilities atol " in plain.stdout
+    assert "LOOSER" not in plain.stdout
+    manifest = json.loads((package / "mlpack.json").read_text())
+    manifest["tolerances"]["probabilities"]["atol"] = 1.0
+    (package / "mlpack.json").write_text(json.dumps(manifest))
+    loosened = cli("verify", package)
+    assert loosened.returncode == 0 and "integrity    every file matches the manifest" in loosened.stdout
+    rtol = manifest["tolerances"]["probabilities"]["rtol"]
+    assert (
+        f"probabilities atol 1 rtol {rtol:.3g} (LOOSER: over 10x mlpack's default for its kind)" in loosened.stdout
+    )
+    data = json.loads(cli("verify", package, "--json").stdout)
+    assert data["tolerances"]["probabilities"] == {"atol": 1.0, "rtol": rtol, "looser_than_default": True}
+    assert data["tolerances"]["label"] == {"labels": "exact-unless-tied"}
+
+
+def test_compare_checks_the_signature_and_digest_as_verify_does(
+    package: Path, tmp_path: Path, cli: CliRunner
+) -> None:
+    """Saved outputs judged against a signed package whose manifest was loosened after signing: tampered."""
+    saved = tmp_path / "outputs.npz"
+    assert cli("verify", package, "--save-outputs", saved).returncode == 0
+    assert cli("keygen", tmp_path / "release").returncode == 0
+    assert cli("sign", package, "--key", tmp_path / "release").returncode == 0
+    public = tmp_path / "release.pub"
+    digest = json.loads(cli("verify", package, "--json").stdout)["digest"]
+    assert cli("compare", package, saved, "--key", public, "--digest", digest).returncode == 0
+    manifest = json.loads((package / "mlpack.json").read_text())
+    manifest["tolerances"]["probabilities"]["atol"] = 1.0
+    (package / "mlpack.json").write_text(json.dumps(manifest))
+    signed = cli("compare", package, saved, "--key", public, "--json")
+    assert signed.returncode == 3 and json.loads(signed.stdout)["verdict"] == "tampered"
+    assert "changed since signing: mlpack.json" in json.loads(signed.stdout)["message"]
+    pinned = cli("compare", package, saved, "--digest", digest, "--json")
+    assert pinned.returncode == 3 and json.loads(pinned.stdout)["verdict"] == "tampered"
+    (package / "mlpack.sig").unlink()
+    assert cli("compare", package, saved).returncode == 0  # unsigned and unpinned: judged as it stands
+    unsigned = cli("compare", package, saved, "--require-signature", "--key", public, "--json")
+    assert unsigned.returncode == 3 and json.loads(unsigned.stdout)["verdict"] == "tampered"

@@ -45,6 +45,26 @@ def _outcome(output: dict[str, Any]) -> str:
     return "identical" if output.get("identical") else "equivalent" if output.get("passed") else "mismatch"
 
 
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="PUBLIC.pem",
+        help="Check the package's signature (mlpack.sig) with this EC public key first; one that fails is "
+        "tampered (exit 3). Default: [tool.mlpack] verify-key.",
+    ),
+]
+ChainOpt = Annotated[
+    list[Path] | None,
+    typer.Option(metavar="CERT.pem", help="Check a certificate-signed package against this chain (repeatable)."),
+]
+RequireSignatureOpt = Annotated[
+    bool, typer.Option("--require-signature", help="An unsigned package fails as tampered (exit 3).")
+]
+DigestOpt = Annotated[
+    str | None, typer.Option(help="Expected package digest (sha256:…); any other manifest counts as tampered.")
+]
+
+
 @app.command()
 def verify(
     package: Annotated[
@@ -54,9 +74,7 @@ def verify(
     threads: Annotated[
         int | None, typer.Option(help="Replay with this many intra-op threads instead of the recorded count.")
     ] = None,
-    digest: Annotated[
-        str | None, typer.Option(help="Expected package digest (sha256:…); any other manifest counts as tampered.")
-    ] = None,
+    digest: DigestOpt = None,
     full: Annotated[
         bool,
         typer.Option(
@@ -81,23 +99,9 @@ def verify(
             "verdict decides the exit code.",
         ),
     ] = None,
-    key: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="PUBLIC.pem",
-            help="Check the package's signature (mlpack.sig) with this EC public key first; one that fails is "
-            "tampered (exit 3). Default: [tool.mlpack] verify-key.",
-        ),
-    ] = None,
-    certificate_chain: Annotated[
-        list[Path] | None,
-        typer.Option(
-            metavar="CERT.pem", help="Check a certificate-signed package against this chain (repeatable)."
-        ),
-    ] = None,
-    require_signature: Annotated[
-        bool, typer.Option("--require-signature", help="An unsigned package fails as tampered (exit 3).")
-    ] = False,
+    key: KeyOpt = None,
+    certificate_chain: ChainOpt = None,
+    require_signature: RequireSignatureOpt = False,
     identity: Annotated[
         str | None,
         typer.Option(
@@ -255,20 +259,27 @@ def compare(
             show_default=False,
         ),
     ] = None,
+    digest: DigestOpt = None,
+    key: KeyOpt = None,
+    certificate_chain: ChainOpt = None,
+    require_signature: RequireSignatureOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Judge saved outputs against the package's golden outputs without running the model.
 
-    The package's integrity is checked first. Exit codes as verify: 0 identical or equivalent, 1 mismatch,
-    2 bad input, 3 tampered.
+    The package's signature (with --key or a certificate chain) and integrity are checked first, as verify
+    checks them. Exit codes as verify: 0 identical or equivalent, 1 mismatch, 2 bad input, 3 tampered.
     """
 
     def action() -> int:
+        from mlpack.options import from_file
         from mlpack.report import render_verify
         from mlpack.verifier import judge_saved
 
         report = judge_saved(package, outputs, strict=strict, atol=parse_tolerances(atol, "--atol"),
-                             rtol=parse_tolerances(rtol, "--rtol"))  # fmt: skip
+                             rtol=parse_tolerances(rtol, "--rtol"), expect_digest=digest,
+                             key=key or from_file().get("verify_key"), certificate_chain=certificate_chain or (),
+                             require_signature=require_signature)  # fmt: skip
         if html is not None:
             from mlpack import htmlreport
             from mlpack.sample import load_expected
