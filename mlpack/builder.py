@@ -241,6 +241,7 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     golden = _golden_run(folder / MODEL, arrays, job.opts, wide=getattr(converter, "takes_wide_floats", False))
     kinds = {spec.name: reference.output_kind(spec) for spec in golden.outputs}
     tols = compare.resolve_tolerances(kinds, job.opts.tolerances, default_tolerances(converter))
+    probed: list[str] = []
     if job.expected is not None:
         say("checking the golden outputs against the expected outputs")
         expected = load_expected(job.expected, list(golden.results))
@@ -252,9 +253,12 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         )
         if converter.native_runs and golden.runs == 1:
             types = {name: value.dtype for name, value in golden.feeds.items()}
-            parity.check_probes(
+            probed = parity.check_probes(
                 converter, job.native, golden.session, golden.native_feeds, kinds, tols, types, job.accept_parity
             )
+    coverage: dict[str, Any] = {"labels": parity.label_coverage(golden.results, kinds)} if golden.runs == 1 else {}
+    if probed:
+        coverage["probes"] = probed
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)
@@ -284,6 +288,7 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
             status="passed" if passed else "accepted",
             input_cast={**job.converted.input_cast, **golden.casts},
             outputs=tuple(c.to_dict() for c in comparisons),
+            coverage=coverage,
         ),
         reference=ReferenceInfo(INPUTS, OUTPUTS, reference.shared_rows(golden.inputs, golden.first) or 1,
                                 golden.row_batches, golden.runs),

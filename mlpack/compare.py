@@ -110,7 +110,7 @@ def compare_output(
             return _result(
                 name, kind, expected, problem=f"the maps' {keys} differ from the reference's {expected.dtype}"
             )
-        return compare_output(name, kind, _plain(expected), _plain(actual), tolerance, reference_probabilities,
+        return compare_output(name, kind, plain(expected), plain(actual), tolerance, reference_probabilities,
                               probability_tolerance, replayed_probabilities)  # fmt: skip
     if expected.dtype != actual.dtype and not (expected.dtype.kind in "US" and actual.dtype.kind in "USO"):
         return _result(
@@ -122,7 +122,7 @@ def compare_output(
     return _compare_floats(name, kind, expected, actual, tolerance)
 
 
-def _plain(values: np.ndarray) -> np.ndarray:
+def plain(values: np.ndarray) -> np.ndarray:
     """A structured array (a ZipMap's maps, a field per key) as a plain matrix of its values; others as is."""
     if values.dtype.names is None:
         return values
@@ -371,8 +371,8 @@ def compare(
             continue
         pair = partner(name, probabilities) if kind == "label" else None
         # ZipMap probabilities: one column per class
-        paired = _plain(expected[pair]) if pair else None
-        replayed = _plain(actual[pair]) if pair and pair in actual else None
+        paired = plain(expected[pair]) if pair else None
+        replayed = plain(actual[pair]) if pair and pair in actual else None
         comparisons.append(
             compare_output(
                 name, kind, reference, actual[name], tolerances[name],

@@ -76,6 +76,9 @@ class Parity:
     status: str  # passed | accepted
     input_cast: dict[str, str]
     outputs: tuple[JSONDict, ...]  # compare.OutputComparison.to_dict() per output
+    # what the check covered beyond the golden rows: "probes" (inputs the sample lacked, such as a missing
+    # value per column) and, per label output, how many classes the golden rows show ("classes_seen" of "classes")
+    coverage: JSONDict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,8 @@ def to_json(value: Any) -> Any:
             del data["kind"]  # inputs carry no kind
         if isinstance(value, ReferenceInfo) and value.runs == 1:
             del data["runs"]  # one golden run: written as before runs existed
+        if isinstance(value, Parity) and not value.coverage:
+            del data["coverage"]  # nothing recorded of what parity covered: written as before the field existed
         if isinstance(value, Manifest) and not value.machines:
             del data["machines"]  # no classes proven at build: written as before the field existed
         return data

@@ -113,11 +113,11 @@ def check_probes(
     tolerances: dict[str, Tolerance],
     onnx_types: Mapping[str, np.dtype],
     accept: bool = False,
-) -> int:
+) -> list[str]:
     """Parity on the family's probes (a missing value in each column that has an imputer, say): inputs the
     golden sample may lack, on which the package must still answer as the model does. Raise ParityError on
     the first disagreement (no --accept-parity: the package would treat such inputs differently); return
-    how many probes agreed. ``feeds`` are the native model's; ``onnx_types`` the package's input types.
+    what the probes were ("missing value in 'city'"). ``feeds`` are the native model's; ``onnx_types`` the package's input types.
     Where the build accepted a parity break (``accept``), a probe that disagrees only as slightly (``small``)
     passes: that much was accepted for every input."""
     probes = getattr(converter, "probes", None)
@@ -138,7 +138,22 @@ def check_probes(
                 "handling of missing values does not convert.",
                 comparisons,
             )
-    return len(cases)
+    return [f"missing value in {what!r}" for what in cases]
+
+
+def label_coverage(results: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Per label output with its probabilities output: how many classes the golden rows show, of how many.
+    A class no golden row gives is never checked, by parity at build or by verify anywhere."""
+    probabilities = [name for name, kind in kinds.items() if kind == "probabilities" and name in results]
+    coverage = {}
+    for name, kind in kinds.items():
+        pair = compare.partner(name, probabilities) if kind == "label" and name in results else None
+        scores = compare.plain(results[pair]) if pair else None
+        if scores is None or scores.ndim != 2 or results[name].size != scores.shape[0]:
+            continue
+        seen = len({str(label) for label in results[name].ravel().tolist()})
+        coverage[name] = {"classes_seen": seen, "classes": int(scores.shape[1])}
+    return coverage
 
 
 def check_expected(

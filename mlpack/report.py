@@ -165,6 +165,22 @@ def render_verify(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _coverage(coverage: dict[str, Any]) -> list[str]:
+    """What parity covered beyond the golden rows, and a warning for classes no golden row shows."""
+    parts, lines = [], []
+    for name, seen in (coverage.get("labels") or {}).items():
+        parts.append(f"{name}: golden rows show {seen['classes_seen']} of {seen['classes']} classes")
+        if seen["classes_seen"] < seen["classes"]:
+            lines.append(
+                f"  WARNING       the golden rows give {seen['classes_seen']} of the {seen['classes']} classes of "
+                f"{name}: parity and verify never check the others (give a sample with rows of every class)"
+            )
+    if coverage.get("probes"):
+        parts.append(f"{len(coverage['probes'])} probe(s) beyond them: {', '.join(coverage['probes'][:4])}"
+                     + (", …" if len(coverage["probes"]) > 4 else ""))  # fmt: skip
+    return ([f"  coverage      {'; '.join(parts)}"] if parts else []) + lines
+
+
 def render_build(package: Package) -> str:
     m = package.manifest
     parts = []
@@ -201,6 +217,7 @@ def render_build(package: Package) -> str:
                 else []
             ),
             f"  golden        {_golden(m.reference)}",
+            *_coverage(m.parity.coverage if m.parity else {}),
             *([f"  proven on     {_proven_classes(m.machines)}"] if m.machines else []),
             f"  build lock    {build_lock.get('packages')} packages, {build_lock.get('with_artifact_hash')} with "
             "artifact hashes" + (f" ({build_lock['reason']})" if build_lock.get("reason") else ""),

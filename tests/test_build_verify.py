@@ -169,6 +169,30 @@ def test_csv_sample(forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_pat
     assert mlpack.verify(package.path).verdict == "identical"
 
 
+def test_the_package_records_what_parity_covered_and_warns_of_classes_never_checked(
+    forest: object, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path, cli: CliRunner
+) -> None:
+    """Iris' first 20 rows are all setosa: parity and every later verify see one class of three. The build
+    says so, and records the probes it ran beyond the golden rows (a missing value in each column)."""
+    import joblib
+
+    joblib.dump(forest, tmp_path / "forest.joblib")
+    np.save(tmp_path / "setosa.npy", iris[0][:20])
+    np.save(tmp_path / "all.npy", iris[0][::10])
+    args = ["build", tmp_path / "forest.joblib", "--trust-pickle", "--out", tmp_path / "dist", "--no-resolve"]
+    narrow = cli(*args, "--sample", tmp_path / "setosa.npy", "--name", "narrow")
+    assert narrow.returncode == 0, narrow.stderr
+    assert "coverage      label: golden rows show 1 of 3 classes; 4 probe(s) beyond them" in narrow.stdout
+    assert (
+        "WARNING       the golden rows give 1 of the 3 classes of label: parity and verify never" in narrow.stdout
+    )
+    coverage = json.loads((tmp_path / "dist" / "narrow-1" / "mlpack.json").read_text())["parity"]["coverage"]
+    assert coverage["labels"] == {"label": {"classes": 3, "classes_seen": 1}}
+    assert coverage["probes"] == [f"missing value in 'column {i}'" for i in range(4)]
+    wide = cli(*args, "--sample", tmp_path / "all.npy", "--name", "wide")
+    assert "golden rows show 3 of 3 classes" in wide.stdout and "WARNING" not in wide.stdout
+
+
 def test_lock_and_hardware_commands(tmp_path: Path, cli: CliRunner) -> None:
     result = cli("lock", "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
