@@ -214,3 +214,29 @@ def test_warnings_during_a_build_are_summarised_once_with_a_log(tmp_path: Path, 
     assert len(notes) == 1, output
     count, log = int(notes[0][0]), Path(notes[0][1])
     assert count > 1 and len(log.read_text().splitlines()) == count
+
+
+@pytest.mark.parametrize("estimator", ["LinearSVC", "RidgeClassifier", "SGDClassifier", "SVC"])
+def test_classifiers_without_probabilities_have_their_decision_function_checked(
+    estimator: str, tmp_path: Path
+) -> None:
+    """The second output of a classifier with no predict_proba holds its decision function (a tensor, or
+    ZipMap maps for SGDClassifier and SVC): parity compares it with decision_function for three classes or
+    more, and says "not compared" for two, where skl2onnx writes one column or two in either order."""
+    import sklearn.linear_model
+    import sklearn.svm
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    kind = getattr(sklearn.svm, estimator, None) or getattr(sklearn.linear_model, estimator)
+    for classes, target in ((3, np.array(["setosa", "versicolor", "virginica"])[y]), (2, (y == 1).astype(int))):
+        model = kind(random_state=0).fit(x, target) if estimator != "RidgeClassifier" else kind().fit(x, target)
+        package = mlpack.build(model, x[::5], name=f"{estimator.lower()}-{classes}", out=tmp_path, resolve=False,
+                               timings=False)  # fmt: skip
+        assert package.manifest.parity is not None
+        label, scores = package.manifest.parity.outputs
+        assert label["identical"] and scores["passed"]
+        if classes == 3:
+            assert scores["problem"] is None and float(scores["max_abs"]) < 1e-3, scores
+        else:
+            assert scores["problem"] == "the native model gives no such output: not compared"

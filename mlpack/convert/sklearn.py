@@ -496,6 +496,15 @@ class SklearnConverter:
         def run(data: Any) -> list[Any]:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
                 return [model.predict(data), model.predict_proba(data)]
+            if (
+                hasattr(model, "decision_function")
+                and len(output_names) == 2
+                and len(getattr(model, "classes_", ())) > 2
+            ):
+                # no probabilities (LinearSVC, SGDClassifier, RidgeClassifier): the second output holds the
+                # decision function, one column per class; for two classes skl2onnx writes one column or
+                # two, in either order, so those stay "not compared" rather than compared against a guess
+                return [model.predict(data), model.decision_function(data)]
             if hasattr(model, "decision_function") and output_names[1:] == ["scores"]:  # outlier detectors
                 return [model.predict(data), model.decision_function(data)]
             if hasattr(model, "cluster_centers_") and output_names[1:] == ["scores"]:  # k-means: distances
