@@ -95,7 +95,12 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                         else np.lib.format.read_array_header_2_0
                     )
                     shape, _, dtype = read(member)
-                if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
+                if dtype.hasobject:
+                    raise IntegrityError(
+                        f"{path} member {info.filename!r} holds Python objects ({dtype}), which only unpickling "
+                        "reads: mlpack never unpickles, and writes strings as fixed-width text."
+                    )
+                if math.prod(shape) * dtype.itemsize > info.file_size:
                     raise IntegrityError(f"{path} member {info.filename!r} claims {shape} {dtype}; it holds less.")
         with np.load(path, allow_pickle=False) as data:
             return {key: bfloat16_restored(data[key]) for key in data.files}

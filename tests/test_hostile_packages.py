@@ -107,6 +107,13 @@ def truncated_golden_outputs(package: Path, manifest: dict[str, Any]) -> None:
         member.write(bytes(64))
 
 
+def pickled_golden_outputs(package: Path, manifest: dict[str, Any]) -> None:
+    """Labels saved as Python objects: loading them would mean unpickling whatever the file holds."""
+    labels = np.empty(3, dtype=object)
+    labels[:] = ["a", "b", "c"]
+    np.savez(package / "reference" / "outputs.npz", label=labels)
+
+
 CORPUS: dict[str, tuple[Edit, str]] = {
     "model file outside the package": (model_elsewhere, "is not among the hashed files"),
     "model.onnx a symlink to an outside copy": (model_symlink, "model.onnx (unsafe)"),
@@ -119,6 +126,7 @@ CORPUS: dict[str, tuple[Edit, str]] = {
     "20,000 bogus files": (many_files, "a package holds at most 10000"),
     "golden inputs that inflate to 1 GiB": (inflating_golden_inputs, "holds a compressed member 'X.npy'"),
     "golden outputs that claim more than they hold": (truncated_golden_outputs, "it holds less"),
+    "golden outputs that need unpickling": (pickled_golden_outputs, "holds Python objects (object)"),
 }
 
 
