@@ -95,6 +95,7 @@ class Report:
 _RUNTIME_WHY = {
     "onnxruntime": "its kernels and graph optimisations change between releases",
     "numpy": "it prepares the inputs and outputs",
+    "ml_dtypes": "it reads and writes bfloat16 tensors",
 }
 # what a difference in each hardware field that moves numbers means (likely_causes' words, and the report's)
 HARDWARE_WHY = {
@@ -125,18 +126,23 @@ def likely_causes(
     hw_diff: list[dict[str, Any]],
     recorded_threads: int,
     threads: int,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> list[str]:
-    """The differences that can move numbers, likeliest first. Pure."""
+    """The differences that can move numbers, likeliest first: the thread count, the runtime packages that
+    compute (onnxruntime, numpy), the CPU's kernels, then the runtime lock's other packages. A GPU is a cause
+    only for a session with a provider other than the CPU's. Pure."""
     causes = []
     if threads != recorded_threads:
         causes.append(
             f"replayed with {threads} intra-op threads instead of the recorded {recorded_threads}: "
             "tree ensembles and reductions sum in another order"
         )
+    others: list[str] = []
     for change in env_diff.get("runtime", []):
         why = _RUNTIME_WHY.get(change["name"], "it is part of the runtime lock")
         here = change["here"] or "missing"
-        causes.append(f"{change['name']} {here} here vs {change['locked']} at build: {why}")
+        text = f"{change['name']} {here} here vs {change['locked']} at build: {why}"
+        (causes if change["name"] in _RUNTIME_WHY else others).append(text)
     by_field = {change["field"]: change for change in hw_diff if change["moves_numbers"]}
     if "onnxruntime.version" in by_field and not any(
         c["name"] == "onnxruntime" for c in env_diff.get("runtime", [])
@@ -149,12 +155,14 @@ def likely_causes(
             f"the CPU's vector extensions differ (only at build: {', '.join(c['only_built']) or 'none'}; "
             f"only here: {', '.join(c['only_here']) or 'none'}): onnxruntime and BLAS pick other kernels"
         )
+    on_gpu = any(p != "CPUExecutionProvider" for p in providers)
     for name in ("cpu.level", "cpu.vendor", "cpu.model", "cpu.arch", "onnxruntime.providers", "gpus", "blas",
                  "numpy.dispatch"):  # fmt: skip
         text = HARDWARE_WHY[name]
-        if name in by_field:
+        if name in by_field and (name != "gpus" or on_gpu):
             c = by_field[name]
             causes.append(f"{text} ({c['built']} at build, {c['here']} here)")
+    causes += others
     if "cpu.logical_cores" in by_field and threads == recorded_threads:
         c = by_field["cpu.logical_cores"]
         causes.append(f"{c['here']} logical cores here vs {c['built']} at build")
@@ -324,7 +332,7 @@ def verify(
         verdict = compare.verdict(outputs)
         message = ""
     hw_diff = _hardware_diff(package, seen)
-    causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads)
+    causes = likely_causes(env_diff, hw_diff, recorded_threads, settings.intra_op_num_threads, settings.providers)
     report = replace(report, hardware=hw_diff, session=to_json(settings))
     if not full and (verdict != "identical" or env_diff["runtime"]):
         full, env_diff = True, _environment_diff(package, True)  # now there is something to explain

@@ -54,10 +54,11 @@ def causes(
     env_here: dict[str, Distribution] | None = None,
     recorded: int = 1,
     threads: int = 1,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
 ) -> list[str]:
     env_diff = environment.diff(PINS, {}, installed() if env_here is None else env_here)
     hw_diff = hardware.diff(built_profile(), built_profile() if here is None else here)
-    return likely_causes(env_diff, hw_diff, recorded, threads)
+    return likely_causes(env_diff, hw_diff, recorded, threads, providers)
 
 
 def test_no_difference_falls_back_to_one_sentence() -> None:
@@ -143,8 +144,24 @@ def test_cpu_arch_providers_blas_gpus_and_numpy_dispatch() -> None:
     assert any(cause.startswith("other onnxruntime execution providers") for cause in found)
     assert any(cause.startswith("another BLAS build") for cause in found)
     assert any(cause.startswith("numpy dispatches to other SIMD code") for cause in found)
-    assert any(cause.startswith("another GPU") for cause in found)
+    # the session runs on the CPU: a GPU moves none of its numbers; a session on CUDA it does
+    assert not any(cause.startswith("another GPU") for cause in found)
+    on_gpu = causes(here, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    assert any(cause.startswith("another GPU") for cause in on_gpu)
     assert NO_DIFFERENCE not in found
+
+
+def test_the_cpu_comes_before_runtime_packages_that_compute_nothing() -> None:
+    """As seen on a real Xeon with AVX-512 verifying a package built on an AVX2 EPYC: the runtime lock's
+    packaging and threadpoolctl differed too, and were listed first; the kernels the CPU picks lead now."""
+    here = built_profile()
+    here["cpu"]["numeric_flags"] = ["avx", "avx2", "avx512f", "avx512_fp16", "fma", "sse4_2"]
+    found = causes(here, env_here=installed(packaging="24.1"))
+    assert found[0].startswith("the CPU's vector extensions differ (only at build: none; only here: avx512_fp16)")
+    assert found[-1] == "packaging 24.1 here vs 24.2 at build: it is part of the runtime lock"
+    assert causes(here, env_here=installed(onnxruntime="1.21.0", packaging="24.1"))[0].startswith(
+        "onnxruntime 1.21.0"
+    )
 
 
 def test_logical_cores_count_only_when_the_thread_count_is_the_same() -> None:
