@@ -13,7 +13,7 @@ import numpy as np
 from mlpack.errors import UsageError
 from mlpack.manifest import TensorSpec
 from mlpack.reference import fixed_batch
-from mlpack.tensors import bfloat16_restored, is_bfloat16, numpy_dtype
+from mlpack.tensors import MISSING_STRING, as_text, bfloat16_restored, is_bfloat16, numpy_dtype
 
 # the cells pandas.read_csv reads as missing by default (its na_values), so a CSV means here what it means there
 CSV_MISSING = frozenset(
@@ -177,25 +177,9 @@ def by_feature_names(
     return {"": matrix[:, [columns.index(name) for name in features]]}
 
 
-MISSING_STRING = ""  # a missing string (None, NaN, pd.NA, an empty CSV cell) as a string tensor carries it
-
-
-def is_missing(value: Any) -> bool:
-    """pandas' missing markers in an object column: None, NaN, pd.NA, NaT (without importing pandas)."""
-    return (
-        value is None
-        or (isinstance(value, float) and value != value)
-        or type(value).__name__ in ("NAType", "NaTType")
-    )
-
-
 def _column(values: np.ndarray) -> np.ndarray:
     """An object column as strings, its missing cells as empty strings (never the text "nan" or "None")."""
-    if values.dtype != object:
-        return values
-    return np.array([MISSING_STRING if is_missing(v) else str(v) for v in values.ravel()], dtype=str).reshape(
-        values.shape
-    )
+    return as_text(values) if values.dtype == object else values
 
 
 def load_sample(source: Any) -> dict[str, np.ndarray]:

@@ -122,6 +122,27 @@ def check_names(given: Sequence[str], specs: Sequence[TensorSpec], what: str = "
         raise UsageError(f"Missing input {missing[0]!r}; the model takes {wanted}.")
 
 
+MISSING_STRING = ""  # a missing string (None, NaN, pd.NA, an empty CSV cell) as a string tensor carries it
+
+
+def is_missing(value: Any) -> bool:
+    """pandas' missing markers in an object column: None, NaN, pd.NA, NaT (without importing pandas)."""
+    return (
+        value is None
+        or (isinstance(value, float) and value != value)
+        or type(value).__name__ in ("NAType", "NaTType")
+    )
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Strings for a string input: missing cells (None, NaN, pd.NA) as MISSING_STRING, as in the golden
+    sample, never as the text "None" or "nan" that ``astype(str)`` writes; other kinds as ``str`` gives them."""
+    if values.dtype != object:
+        return values.astype(str)
+    text = [MISSING_STRING if is_missing(v) else str(v) for v in values.ravel()]
+    return np.array(text, dtype=str).reshape(values.shape)
+
+
 def check_feeds(feeds: Mapping[str, Any], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Names, dtypes and shapes against the signature, exactly (no casting): what a prediction takes."""
     check_names(list(feeds), specs)
@@ -136,5 +157,5 @@ def check_feeds(feeds: Mapping[str, Any], specs: Sequence[TensorSpec]) -> dict[s
             raise UsageError(f"Input {name!r} must be {wanted}, not {array.dtype}.")
         if not shape_fits(spec.shape, array.shape):
             raise UsageError(f"Input {name!r} must have shape {list(spec.shape)}, not {list(array.shape)}.")
-        checked[name] = array.astype(str) if dtype.kind == "U" else np.ascontiguousarray(array)
+        checked[name] = as_text(array) if dtype.kind == "U" else np.ascontiguousarray(array)
     return checked

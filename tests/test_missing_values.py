@@ -71,6 +71,12 @@ def test_imputer_scaler_onehot_recipe_with_missing_values_from_the_api(tmp_path:
     assert_answers_as_native(model, package.path, fresh)
     golden = np.load(package.path / "reference" / "inputs.npz")
     assert "nan" not in set(golden["city"].ravel()) and "" in set(golden["city"].ravel())  # never the text "nan"
+    # the columns as arrays (object arrays with None and NaN in them) mean what the DataFrame means
+    fresh.loc[1, "city"], fresh.loc[2, "city"] = None, float("nan")  # scikit-learn itself refuses pd.NA here
+    columns = {name: fresh[[name]].to_numpy() for name in fresh.columns}
+    columns = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in columns.items()}
+    got = mlpack.load(package.path).predict(columns)
+    np.testing.assert_array_equal(got["label"].ravel(), model.predict(fresh))
 
 
 def test_imputer_recipe_from_skops_and_a_pandas_csv_on_the_cli(tmp_path: Path, cli: CliRunner) -> None:

@@ -274,6 +274,8 @@ def hostile(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     shutil.copytree(built, folder / built.name)
     tiny_model(folder, "text", "Identity", TensorProto.STRING, np.array(["a", "bc"], dtype=object))
     tiny_model(folder, "logm", "Log", TensorProto.FLOAT, np.array([1.0, 2.0, 3.0], dtype=np.float32))
+    tiny_model(folder, "ints", "Identity", TensorProto.INT64, np.array([1, 2], dtype=np.int64))
+    tiny_model(folder, "flags", "Identity", TensorProto.BOOL, np.array([True, False]))
     process = subprocess.Popen(
         [sys.executable, "-m", "mlpack", "serve", str(folder), "--port", "0", "--max-elements", "1000",
          "--idle-timeout", "1", "--max-connections", "16"],
@@ -348,8 +350,34 @@ def text_bytes(blob: bytes, shape: list[int]) -> tuple[str, dict[str, Any]]:
     return binary_request("text", tensor, blob)
 
 
+def tiny(model: str, datatype: str, data: list[Any]) -> tuple[str, dict[str, Any]]:
+    tensor = {"name": "x", "shape": [len(data)], "datatype": datatype, "data": data}
+    return f"/v2/models/{model}/infer", {"json": {"inputs": [tensor]}}
+
+
 X_BLOB = np.ones((1, 4), dtype=np.float32).tobytes()
 HOSTILE: dict[str, tuple[str, dict[str, Any]]] = {
+    # JSON's own types must be the datatype's: the server never casts a value into another one
+    "fp32-given-a-bool": forest(data=[True, 1.0, 1.0, 1.0]),
+    "fp32-given-a-numeral-string": forest(data=["70.5", 1.0, 1.0, 1.0]),
+    "fp32-given-null": forest(data=[None, 1.0, 1.0, 1.0]),
+    "fp32-overflowing": forest(data=[1e300, 1.0, 1.0, 1.0]),
+    "int64-given-a-fraction": tiny("ints", "INT64", [1.9, 2]),
+    "int64-given-a-bool": tiny("ints", "INT64", [True, 2]),
+    "int64-beyond-its-range": tiny("ints", "INT64", [2**70, 2]),
+    "bool-given-a-string": tiny("flags", "BOOL", ["false"]),
+    "bool-given-a-fraction": tiny("flags", "BOOL", [0.5]),
+    "bytes-given-a-number": tiny("text", "BYTES", [5]),
+    "input-given-twice": ("/v2/models/forest/infer", {"json": {"inputs": [GOOD["inputs"][0], GOOD["inputs"][0]]}}),
+    "binary-data-no-input-claims": binary_request(
+        "forest",
+        {"name": "X", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+        X_BLOB + b"more",
+    ),
+    "binary-data-output-a-string": (
+        "/v2/models/forest/infer",
+        {"json": {**GOOD, "parameters": {"binary_data_output": "false"}}},
+    ),
     "name-list": forest(name=["X"]),
     "name-dict": forest(name={"X": 1}),
     "shape-huge": forest(shape=[2**62, 4]),
@@ -424,6 +452,21 @@ def test_bytes_inputs_still_round_trip(hostile: Server) -> None:
     response = hostile.post(path, **kwargs)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["data"] == ["a", "é!"]
+
+
+def test_json_null_is_a_missing_string_and_floats_take_the_strings_replies_use(hostile: Server) -> None:
+    """A missing string is "" in a package (as in the golden sample), never the text "None"; a float input
+    takes "NaN", "Infinity" and "-Infinity", which replies write for values JSON has no number for."""
+    path, kwargs = tiny("text", "BYTES", ["a", None, "b"])
+    response = hostile.post(path, **kwargs)
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == ["a", "", "b"], response.text
+    path, kwargs = tiny("logm", "FP32", ["NaN", "Infinity", 1.0])
+    response = hostile.post(path, **kwargs)
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == ["NaN", "Infinity", 0.0]
+    path, kwargs = tiny("ints", "INT64", [1, -(2**63)])
+    assert hostile.post(path, **kwargs).json()["outputs"][0]["data"] == [1, -(2**63)]
+    path, kwargs = tiny("flags", "BOOL", [True, False])
+    assert hostile.post(path, **kwargs).json()["outputs"][0]["data"] == [True, False]
 
 
 def test_non_finite_outputs_are_strings_in_json_and_bits_in_binary(hostile: Server) -> None:

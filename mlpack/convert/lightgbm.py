@@ -11,7 +11,8 @@ import numpy as np
 from mlpack.convert import Converted, ConvertOptions, Trust, require
 from mlpack.convert.boosting import BoostedTrees
 from mlpack.errors import UsageError
-from mlpack.sample import MISSING_STRING, onnx_safe_name
+from mlpack.sample import onnx_safe_name
+from mlpack.tensors import MISSING_STRING
 
 if TYPE_CHECKING:  # onnx is imported where it is used: importing mlpack.convert stays cheap
     import onnx

@@ -21,7 +21,8 @@ from mlpack.convert import (
 )
 from mlpack.errors import UsageError
 from mlpack.manifest import Tolerance
-from mlpack.sample import MISSING_STRING, is_missing, onnx_safe_name
+from mlpack.sample import onnx_safe_name
+from mlpack.tensors import MISSING_STRING, is_missing
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # About 15-100x the worst conversion parity and thread-count replay measured for trees and linear models

@@ -19,7 +19,7 @@ import numpy as np
 
 from mlpack.errors import RequestError
 from mlpack.manifest import TensorSpec
-from mlpack.tensors import BY_V2, shape_fits, v2_datatype
+from mlpack.tensors import BY_V2, as_text, shape_fits, v2_datatype
 
 
 def bad_request(message: str) -> RequestError:
@@ -132,15 +132,56 @@ def parse_input(spec: TensorSpec, tensor: dict[str, Any], binary: bytes | memory
     else:
         if "data" not in tensor:
             raise bad_request(f"Input {name!r} has no data.")
-        try:
-            flat = np.asarray(tensor["data"], dtype=dtype).ravel()
-        except (TypeError, ValueError, OverflowError):
-            raise bad_request(f"Input {name!r} holds values that are not {datatype}.") from None
+        flat = _from_json(name, datatype, dtype, tensor["data"])
     if flat.size != count:
         raise bad_request(f"Input {name!r} has {flat.size} elements; shape {shape} needs {count}.")
     if datatype == "BYTES":
-        return flat.astype(str).reshape(shape)
+        return as_text(flat).reshape(shape)
     return flat.reshape(shape)
+
+
+FROM_JSON = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}  # as json_data writes them
+
+
+def _from_json(name: str, datatype: str, dtype: np.dtype[Any], data: Any) -> np.ndarray:
+    """JSON data as the datatype says, or 400: JSON's own type must be that datatype's (a number with a
+    fraction is no INT64, 0.5 or "false" no BOOL, a number no BYTES); null is a missing string for BYTES and
+    nothing else. Floats take the strings "NaN", "Infinity" and "-Infinity", which replies use."""
+    try:
+        values = np.asarray(data, dtype=object).ravel()
+    except ValueError:  # nested lists of different lengths
+        raise bad_request(f"Input {name!r} holds nested lists of different lengths.") from None
+    kinds = set(map(type, values))
+    if datatype == "BYTES":
+        allowed: set[type] = {str, type(None)}
+    elif datatype == "BOOL":
+        allowed = {bool}
+    elif dtype.kind in "iu":
+        allowed = {int}
+    else:
+        allowed = {int, float}
+        if str in kinds and all(v in FROM_JSON for v in values if type(v) is str):
+            values = np.array([FROM_JSON[v] if type(v) is str else v for v in values], dtype=object)
+            kinds = set(map(type, values))
+    if not kinds <= allowed:
+        found = ", ".join(sorted({"null" if k is type(None) else k.__name__ for k in kinds - allowed}))
+        raise bad_request(f"Input {name!r} holds values that are not {datatype} ({found}).")
+    if datatype == "BYTES":
+        return values
+    out_of_range = bad_request(f"Input {name!r} holds values out of {datatype}'s range.")
+    try:
+        with np.errstate(over="raise"):
+            array = values.astype(dtype)
+    except (TypeError, ValueError, OverflowError, FloatingPointError):
+        raise out_of_range from None
+    overflowed = (  # 1e300 as FP32 would be inf
+        array.dtype.kind == "f"
+        and not np.isfinite(array).all()
+        and np.count_nonzero(~np.isfinite(array)) != sum(1 for v in values if not math.isfinite(v))
+    )
+    if overflowed:
+        raise out_of_range
+    return array
 
 
 def _from_binary(

@@ -180,8 +180,14 @@ def infer(
     model = ready_model(entry)
     feeds = _feeds(model, request["inputs"], binary, max_elements)
     requested = _requested_outputs(model, request.get("outputs"))
-    binary_all = bool((request.get("parameters") or {}).get("binary_data_output"))
-    wants = [bool(parameters(out, f"output {out['name']!r}").get("binary_data", binary_all)) for out in requested]
+    binary_all = _flag((request.get("parameters") or {}).get("binary_data_output", False), "binary_data_output")
+    wants = [
+        _flag(
+            parameters(out, f"output {out['name']!r}").get("binary_data", binary_all),
+            f"{out['name']!r} binary_data",
+        )
+        for out in requested
+    ]
     results = _predict(model, feeds, [out["name"] for out in requested])
     known = {spec.name: spec for spec in model.outputs}
     outputs, blobs = [], []
@@ -197,6 +203,13 @@ def infer(
     return InferResponse(head, tuple(blobs))
 
 
+def _flag(value: Any, what: str) -> bool:
+    """A boolean parameter, as JSON's true or false: the string "false" is no false."""
+    if not isinstance(value, bool):
+        raise bad_request(f"The parameter {what} must be true or false, not {value!r}.")
+    return value
+
+
 def _feeds(
     model: Model, inputs: list[Any], binary: bytes | memoryview, max_elements: int | None
 ) -> dict[str, np.ndarray]:
@@ -210,6 +223,8 @@ def _feeds(
         # a list or dict as name is unhashable: test its type before looking it up
         if not isinstance(name, str) or name not in specs:
             raise bad_request(f"Unknown input {name!r}; the model takes {sorted(specs)}.")
+        if any(other is not tensor and isinstance(other, dict) and other.get("name") == name for other in inputs):
+            raise bad_request(f"Input {name!r} is given twice; give each input once.")
         total += element_count(name, tensor.get("shape"))
         sizes.append(binary_size(name, parameters(tensor, f"input {name!r}")))
     if max_elements is not None and total > max_elements:
@@ -228,6 +243,8 @@ def _feeds(
         tensor.pop("data", None)
     if missing := sorted(set(specs) - set(feeds)):
         raise bad_request(f"Missing input {missing[0]!r}; the model takes {sorted(specs)}.")
+    if offset != len(binary):
+        raise bad_request(f"The request has {len(binary) - offset} bytes of binary data that no input claims.")
     return feeds
 
 
