@@ -259,6 +259,11 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
     coverage: dict[str, Any] = {"labels": parity.label_coverage(golden.results, kinds)} if golden.runs == 1 else {}
     if probed:
         coverage["probes"] = probed
+    refuses_nan = (
+        job.expected is None
+        and converter.native_runs
+        and parity.refuses_nan(converter, job.native, golden.native_feeds, list(golden.results))
+    )
     figures = (
         timing.performance(golden.session, converter, job.native, golden.inputs, golden.first,
                            list(golden.results), job.conversion_s)
@@ -279,7 +284,8 @@ def _fill(folder: Path, job: Job, arrays: dict[str, np.ndarray]) -> None:
         mlpack_version=__version__,
         model=_model_info(job, model_files, files, golden, kinds),
         source=Source(converter.name, description.framework, description.framework_version,
-                      description.model_class, {**job.converted.details, **_feature_names(job.native)}),
+                      description.model_class, {**job.converted.details, **_feature_names(job.native),
+                                                **({"refuses_nan": refuses_nan} if refuses_nan else {})}),
         parity=Parity(
             compared=("expected outputs vs onnxruntime" if job.expected is not None
                       else "native model vs supplied ONNX" if job.supplied_onnx

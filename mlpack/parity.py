@@ -186,3 +186,19 @@ def check_expected(
             message(comparisons, "The golden run does not reproduce the expected outputs"), comparisons
         )
     return comparisons, passed
+
+
+def refuses_nan(converter: Converter, model: Any, feeds: dict[str, np.ndarray], names: list[str]) -> list[str]:
+    """The float inputs in which the native model refuses a missing number (scikit-learn's LogisticRegression
+    raises "Input X contains NaN"), tried one input at a time on the first golden row filled with NaN. A
+    package would answer NaN there with a label made of NaN scores, so ``Model.predict`` and serve refuse
+    it as the model does."""
+    refused = []
+    for name in sorted(n for n, value in feeds.items() if value.dtype.kind == "f" and value.size)[:64]:
+        row = {key: value[:1].copy() for key, value in feeds.items()}
+        row[name][...] = np.nan
+        try:
+            converter.predict(model, row, names)
+        except Exception:  # the native model's own refusal, in whatever words its library uses
+            refused.append(name)
+    return refused

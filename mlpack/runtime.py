@@ -45,6 +45,16 @@ class Model:
         names = outputs or [spec.name for spec in self.outputs]
         check_names(names, self.outputs, "output")
         feeds = check_feeds(self._named(feeds), self.inputs)
+        source = self.package.manifest.source
+        refused = set(source.details.get("refuses_nan") or ()) if source else set()
+        for name, value in feeds.items():
+            if name in refused and np.isnan(value).any():
+                where = [int(i) for i in np.argwhere(np.isnan(value))[0]]
+                model_class = source.model_class if source else "?"
+                raise UsageError(
+                    f"Input {name!r} holds NaN (at {where}), which the native model ({model_class}) refuses: "
+                    "impute missing values before predicting."
+                )
         return dict(zip(names, reference.infer(self.session, names, feeds), strict=True))
 
     def _named(self, feeds: Any) -> dict[str, Any]:

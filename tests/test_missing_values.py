@@ -220,3 +220,36 @@ def test_lightgbm_zero_as_missing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="zero_as_missing=True, which does not convert"):
         mlpack.build(model, x[x[:, 0] != 0][:50], out=tmp_path, resolve=False, timings=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_package_refuses_nan_where_the_native_model_does(tmp_path: Path) -> None:
+    """LogisticRegression raises on NaN; its ONNX would answer with NaN scores and the label of column 0. The
+    build records the inputs the native model refuses NaN in (one at a time), and predict refuses there too,
+    while a column with an imputer still takes NaN and answers as the model does."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_iris
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_iris(return_X_y=True)
+    plain = LogisticRegression(max_iter=1000).fit(x, y)
+    built = mlpack.build(plain, x[::5], name="plain", out=tmp_path, resolve=False, timings=False)
+    assert built.manifest.source is not None and built.manifest.source.details["refuses_nan"] == ["X"]
+    rows = x[:3].astype(np.float32)
+    rows[1, 2] = np.nan
+    with pytest.raises(UsageError, match=r"Input 'X' holds NaN \(at \[1, 2\]\), which the native model"):
+        mlpack.load(built.path).predict(rows)
+    table = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    columns = ColumnTransformer([("impute", SimpleImputer(), ["a"]), ("scale", StandardScaler(), ["b", "c", "d"])])
+    model = Pipeline([("prepare", columns), ("classify", LogisticRegression(max_iter=1000))]).fit(table, y)
+    built = mlpack.build(model, table.iloc[::5], name="frame", out=tmp_path, resolve=False, timings=False)
+    assert built.manifest.source is not None and built.manifest.source.details["refuses_nan"] == ["b", "c", "d"]
+    fresh = table.iloc[:6].copy()
+    fresh.loc[0, "a"] = np.nan
+    got = mlpack.load(built.path).predict(fresh)
+    np.testing.assert_array_equal(got["label"].ravel(), model.predict(fresh))
+    fresh.loc[2, "c"] = np.nan
+    with pytest.raises(UsageError, match="Input 'c' holds NaN"):
+        mlpack.load(built.path).predict(fresh)
