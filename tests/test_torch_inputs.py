@@ -273,3 +273,50 @@ def test_a_tuple_sample_is_forward_in_order(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, native(model, given).numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(UsageError, match=r"tuple holds 4 tensors; forward\(image, tabular, scale\) takes 3"):
         mlpack.build(model, sample=(given["image"],) * 4, out=tmp_path / "four", resolve=False, timings=False)
+
+
+class Branches(torch.nn.Module):
+    """An `if` on a tensor's value: torch.export cannot capture it, and tracing keeps the sample's branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+    def forward(self, x: Any) -> Any:
+        if x.sum() > 0:
+            return self.up(x)
+        return self.down(x)
+
+
+class EditsItsInput(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x: Any) -> Any:
+        x.sub_(1.0)
+        return self.linear(x)
+
+
+def test_a_branch_on_a_tensor_value_is_refused_not_frozen(tmp_path: Path) -> None:
+    """The legacy exporter would trace the sample's branch into the graph: every other input answered with
+    the wrong layer (0.88 off). The build refuses, naming the line."""
+    from mlpack.errors import ConversionError
+
+    torch.manual_seed(0)
+    with pytest.raises(
+        ConversionError, match=r"forward reads a Python value from a tensor \(test_torch_inputs\.py:"
+    ):
+        mlpack.build(Branches(), torch.ones(3, 4), name="branches", out=tmp_path, resolve=False, timings=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_forward_that_edits_its_input_changes_neither_the_sample_nor_the_golden_inputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    sample = torch.randn(6, 4)
+    before = sample.clone()
+    built = mlpack.build(EditsItsInput(), sample, name="inplace", out=tmp_path, resolve=False, timings=False)
+    assert torch.equal(sample, before)
+    golden = np.load(built.path / "reference" / "inputs.npz")
+    np.testing.assert_array_equal(next(iter(golden.values())), before.numpy())
+    assert mlpack.verify(built.path).verdict == "identical"

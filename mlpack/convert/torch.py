@@ -93,10 +93,15 @@ def _dynamic_axes(
     return {name: {0: "batch", **extra.get(name, {})} for name in arrays}
 
 
+class FrozenTrace(ConversionError):
+    """The legacy exporter traced a data-dependent branch or loop into a constant."""
+
+
 def _tensors(feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     import torch
 
-    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feeds.items()}
+    # copies: a forward that edits its input in place (x.sub_(1)) must not change the golden inputs
+    return {name: torch.from_numpy(np.array(value, copy=True, order="C")) for name, value in feeds.items()}
 
 
 def _flatten(result: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -209,6 +214,8 @@ class TorchConverter:
                 details["dynamo_failure"] = str(exc).strip().splitlines()[0][:300]
                 try:
                     onx = self._legacy(model, example, output_names, axes, options)
+                except FrozenTrace as frozen:
+                    raise frozen from None  # the dynamo failure that led here is not the story
                 except Exception as legacy_exc:
                     raise ConversionError(
                         f"torch.onnx could not export {type(model).__name__} (dynamo: {details['dynamo_failure']}; "
@@ -251,13 +258,28 @@ class TorchConverter:
                 f"the legacy exporter passes inputs by position, and the sample gives {given} of forward({', '.join(params)}): "
                 "give every parameter up to the last one given"
             )
+        from torch.jit._trace import TracerWarning
+
         buffer = io.BytesIO()
         dynamic = {**{name: {0: "batch"} for name in outputs}, **axes}
-        with _quiet():
+        with _quiet(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TracerWarning)
             torch.onnx.export(
                 model, tuple(example.values()), buffer,  # type: ignore[arg-type]  # a file object works, the stubs say path
                 dynamo=False, input_names=given, output_names=outputs, dynamic_axes=dynamic, opset_version=options.opset,
             )  # fmt: skip
+        # tracing runs forward once: a Python value read from a tensor (an `if` on x.sum(), a loop over
+        # x.shape[0] as int) becomes a constant, and the graph answers every input as the example did
+        frozen = [w for w in caught if issubclass(w.category, TracerWarning)
+                  and "trace to be incorrect" in str(w.message)]  # fmt: skip
+        if frozen:
+            where = f"{Path(frozen[0].filename).name}:{frozen[0].lineno}"
+            raise FrozenTrace(
+                f"forward reads a Python value from a tensor ({where}: {str(frozen[0].message).split('.')[0]}), "
+                "and the legacy exporter, which torch.export's failure leaves, traces it as a constant: the "
+                "package would answer every input as the sample's branch does. Write it with torch.where or "
+                "torch.cond, or without data-dependent Python control flow"
+            )
         return onnx.load_from_string(buffer.getvalue())
 
     def predict(self, model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
