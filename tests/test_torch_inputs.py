@@ -320,3 +320,20 @@ def test_a_forward_that_edits_its_input_changes_neither_the_sample_nor_the_golde
     golden = np.load(built.path / "reference" / "inputs.npz")
     np.testing.assert_array_equal(next(iter(golden.values())), before.numpy())
     assert mlpack.verify(built.path).verdict == "identical"
+
+
+def test_a_float64_model_asks_for_float64_precision_and_then_answers_in_it(tmp_path: Path) -> None:
+    """A .double() model was given a float32 copy of its sample and failed inside torch ("mat1 and mat2 must
+    have the same dtype"); now one sentence says what to do, and --precision float64 keeps every bit."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).double()
+    sample = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(UsageError, match=r"computes in float64 .*--precision float64"):
+        mlpack.build(model, sample, name="double", out=tmp_path, resolve=False, timings=False)
+    built = mlpack.build(
+        model, sample, name="double", out=tmp_path, resolve=False, timings=False, precision="float64"
+    )
+    fresh = np.random.default_rng(1).normal(size=(7, 4))
+    got = next(iter(mlpack.load(built.path).predict(fresh).values()))
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(fresh)).numpy(), rtol=0, atol=1e-12)

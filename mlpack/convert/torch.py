@@ -187,6 +187,16 @@ class TorchConverter:
                 "torch.export.export instead of --dynamic."
             )
         axes = _dynamic_axes(arrays, options.dynamic)
+        parameters = getattr(model, "parameters", None)
+        if (
+            options.precision == "float32"
+            and callable(parameters)
+            and any(p.dtype == torch.float64 for p in parameters())
+        ):
+            raise UsageError(
+                "The model computes in float64 (its parameters are torch.float64): build with --precision "
+                "float64, or convert the model with .float() first."
+            )
         casts: dict[str, str] = {}
         for name, array in arrays.items():
             if array.dtype == np.float64 and options.precision == "float32":
