@@ -7,6 +7,7 @@ from the one type table in ``mlpack.tensors``; nothing here knows about HTTP or 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -146,12 +147,15 @@ FROM_JSON = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("
 def _from_json(name: str, datatype: str, dtype: np.dtype[Any], data: Any) -> np.ndarray:
     """JSON data as the datatype says, or 400: JSON's own type must be that datatype's (a number with a
     fraction is no INT64, 0.5 or "false" no BOOL, a number no BYTES); null is a missing string for BYTES and
-    nothing else. Floats take the strings "NaN", "Infinity" and "-Infinity", which replies use."""
-    try:
-        values = np.asarray(data, dtype=object).ravel()
-    except ValueError:  # nested lists of different lengths
-        raise bad_request(f"Input {name!r} holds nested lists of different lengths.") from None
-    kinds = set(map(type, values))
+    nothing else. Floats take the strings "NaN", "Infinity" and "-Infinity", which replies use. The leaves are
+    typed a nesting level at a time (a C loop per level), then converted by numpy in one call."""
+    flat = data if isinstance(data, list) else [data]
+    kinds = set(map(type, flat))
+    while kinds == {list}:
+        flat = list(itertools.chain.from_iterable(flat))
+        kinds = set(map(type, flat))
+    if list in kinds and len(kinds) > 1:
+        raise bad_request(f"Input {name!r} holds nested lists of different depths.")
     if datatype == "BYTES":
         allowed: set[type] = {str, type(None)}
     elif datatype == "BOOL":
@@ -160,24 +164,26 @@ def _from_json(name: str, datatype: str, dtype: np.dtype[Any], data: Any) -> np.
         allowed = {int}
     else:
         allowed = {int, float}
-        if str in kinds and all(v in FROM_JSON for v in values if type(v) is str):
-            values = np.array([FROM_JSON[v] if type(v) is str else v for v in values], dtype=object)
-            kinds = set(map(type, values))
+        if str in kinds and all(v in FROM_JSON for v in flat if type(v) is str):
+            flat = [FROM_JSON[v] if type(v) is str else v for v in flat]
+            kinds = set(map(type, flat))
     if not kinds <= allowed:
         found = ", ".join(sorted({"null" if k is type(None) else k.__name__ for k in kinds - allowed}))
         raise bad_request(f"Input {name!r} holds values that are not {datatype} ({found}).")
     if datatype == "BYTES":
+        values = np.empty(len(flat), dtype=object)
+        values[:] = flat
         return values
     out_of_range = bad_request(f"Input {name!r} holds values out of {datatype}'s range.")
     try:
         with np.errstate(over="raise"):
-            array = values.astype(dtype)
+            array = np.asarray(flat, dtype=dtype)
     except (TypeError, ValueError, OverflowError, FloatingPointError):
         raise out_of_range from None
     overflowed = (  # 1e300 as FP32 would be inf
         array.dtype.kind == "f"
         and not np.isfinite(array).all()
-        and np.count_nonzero(~np.isfinite(array)) != sum(1 for v in values if not math.isfinite(v))
+        and np.count_nonzero(~np.isfinite(array)) != sum(1 for v in flat if not math.isfinite(v))
     )
     if overflowed:
         raise out_of_range
