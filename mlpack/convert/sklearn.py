@@ -473,7 +473,8 @@ class SklearnConverter:
             details["locale"] = sorted(locales)[0]
             details["note"] = (
                 f"this model lowercases text with onnxruntime's StringNormalizer, which needs the locale "
-                f"{details['locale']} wherever it runs (glibc 2.35+ has it built in; musl and Windows do not)"
+                f"{details['locale']} wherever it runs (glibc 2.35+ has it built in; musl and Windows do not); "
+                "'İ' (U+0130) lowercases to 'i' there and to 'i̇' in Python, so text holding it gets other tokens"
             )
         return Converted(model=onx, input_cast=casts, details=details)
 
