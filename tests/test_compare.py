@@ -118,6 +118,16 @@ def test_a_tied_class_no_clear_row_shows_needs_the_replayed_probabilities_to_cho
     assert not known_elsewhere.passed
 
 
+def test_a_tie_excuses_nothing_where_the_reference_label_does_not_follow_its_probabilities() -> None:
+    """SGDClassifier(loss="modified_huber") saturates: probabilities [0, .5, .5] tie while its decision function
+    chooses class "c" decisively. The package (argmax: "b") then differs on every such row, no drift."""
+    probs = np.vstack([PROBS[:3], [[0.0, 0.5, 0.5], [0.0, 0.5, 0.5]]]).astype(np.float32)
+    native = np.array(["a", "b", "c", "c", "c"])
+    package = np.array(["a", "b", "c", "b", "b"])
+    result = judge_labels((native, probs), (package, probs))
+    assert not result.passed and result.outside == 2 and result.tied_rows == 0
+
+
 def test_probabilities_the_labels_contradict_excuse_nothing() -> None:
     """A label output paired with scores that are not its own (another head): its clear rows disagree."""
     other_head = PROBS[[0, 0, 1, 3, 4]]  # its clear rows say column 0 is both "a" and "b"

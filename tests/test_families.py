@@ -34,16 +34,17 @@ class MLP(torch.nn.Module):
 
 
 class Branchy(torch.nn.Module):
-    """Data-dependent control flow: torch.export cannot trace it, the legacy exporter can."""
+    """Data-dependent control flow: torch.export cannot capture it; tracing would freeze it; scripting keeps it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # annotated: torch.jit.script reads them
+        out: torch.Tensor = self.linear(x)
         if x.sum() > 0:
-            return self.linear(x)
-        return -self.linear(x)
+            return out
+        return -out
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +112,21 @@ def test_torch_export_program_and_torchscript_through_the_cli(mlp: Any, X: np.nd
 
 
 def test_torch_dynamo_failure_falls_back_to_legacy(X: np.ndarray, tmp_path: Path) -> None:
+    """Tracing Branchy would freeze the sample's branch (refused); scripted, TorchScript keeps the branch,
+    the legacy exporter writes it as an ONNX If, and both branches answer as the native module."""
+    from mlpack.errors import ConversionError
+
     torch.manual_seed(0)
-    package = mlpack.build(Branchy().eval(), sample=X[:8], out=tmp_path, resolve=False)
+    with pytest.raises(ConversionError, match="forward reads a Python value from a tensor"):
+        mlpack.build(Branchy().eval(), sample=X[:8], out=tmp_path / "traced", resolve=False)
+    scripted = torch.jit.script(Branchy().eval())
+    package = mlpack.build(scripted, sample=X[:8], out=tmp_path, resolve=False)
     source = assert_identical(package.path)["source"]
     assert source["exporter"] == "legacy" and source["dynamo_failure"]
+    for rows in (X[:5], -X[:5]):  # iris is positive: the sample took the first branch only
+        got = next(iter(mlpack.load(package.path).predict(rows.astype(np.float32)).values()))
+        with torch.no_grad():
+            np.testing.assert_allclose(got, scripted(torch.from_numpy(rows.astype(np.float32))).numpy(), atol=1e-6)
 
 
 def test_large_models_use_external_data_hashed_like_every_file(
