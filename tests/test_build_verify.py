@@ -188,7 +188,7 @@ def test_the_package_records_what_parity_covered_and_warns_of_classes_never_chec
     )
     coverage = json.loads((tmp_path / "dist" / "narrow-1" / "mlpack.json").read_text())["parity"]["coverage"]
     assert coverage["labels"] == {"label": {"classes": 3, "classes_seen": 1}}
-    assert coverage["probes"] == [f"missing value in 'column {i}'" for i in range(4)]
+    assert coverage["probes"] == [f"a missing value in 'column {i}'" for i in range(4)]
     wide = cli(*args, "--sample", tmp_path / "all.npy", "--name", "wide")
     assert "golden rows show 3 of 3 classes" in wide.stdout and "WARNING" not in wide.stdout
 

@@ -253,3 +253,37 @@ def test_a_package_refuses_nan_where_the_native_model_does(tmp_path: Path) -> No
     fresh.loc[2, "c"] = np.nan
     with pytest.raises(UsageError, match="Input 'c' holds NaN"):
         mlpack.load(built.path).predict(fresh)
+
+
+def test_an_unseen_category_is_probed_at_build(tmp_path: Path) -> None:
+    """Every string column of a table is probed with a category no one trained on. With
+    handle_unknown="ignore" the package answers it as the model does (and the probe is recorded); with
+    "infrequent_if_exist" the native model maps it to the infrequent bucket while onnxruntime's OneHotEncoder
+    fails on it at predict: refused at build, not in production."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"city": rng.choice(["a", "b", "c", "d"], 300), "x": rng.normal(size=300)})
+    target = table["x"].to_numpy() * 3 + (table["city"] == "b") * 2
+    ignore = make_pipeline(
+        make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["city"]), remainder="passthrough"),
+        Ridge(),
+    ).fit(table, target)
+    built = mlpack.build(ignore, table.iloc[:20], name="ignore", out=tmp_path, resolve=False, timings=False)
+    assert built.manifest.parity is not None
+    assert built.manifest.parity.coverage["probes"] == ["an unseen category in 'city'"]
+    unseen = table.iloc[:3].assign(city=["atlantis", "b", "mu"])
+    got = next(iter(mlpack.load(built.path).predict(unseen).values()))
+    np.testing.assert_allclose(got.ravel(), ignore.predict(unseen), rtol=1e-5)
+    table["size"] = rng.choice(["S", "M", "L"], 300)  # skl2onnx converts this encoder over two columns
+    encoder = OneHotEncoder(min_frequency=80, handle_unknown="infrequent_if_exist")
+    infrequent = make_pipeline(
+        make_column_transformer((encoder, ["city", "size"]), remainder="passthrough"), Ridge()
+    )
+    infrequent.fit(table, target)
+    with pytest.raises(ParityError, match="The package fails on an unseen category in 'city' where the native"):
+        mlpack.build(infrequent, table.iloc[:20], name="infrequent", out=tmp_path, resolve=False, timings=False)
+    assert not (tmp_path / "infrequent-1").exists()

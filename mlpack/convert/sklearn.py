@@ -294,10 +294,10 @@ def _allows_nan(model: Any) -> bool:
 
 
 def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Inputs that test how the package treats a missing value: for each column whose imputer or encoder
-    takes NaN as missing, the golden inputs' first row with that column missing ("" or NaN), keyed by it;
-    for a model that takes a float matrix and NaN in it, the first row with NaN in each column (at most
-    MATRIX_PROBES of them)."""
+    """Inputs the golden sample may lack, keyed by what they probe: for each column whose imputer or encoder
+    takes NaN as missing, the golden inputs' first row with that column missing ("" or NaN); for each string
+    column of a table, that row with a category no one trained on; for a model that takes a float matrix
+    and NaN in it, the first row with NaN in each column (at most MATRIX_PROBES of them)."""
     if not needs_frame(model):
         if len(feeds) != 1:
             return {}
@@ -310,7 +310,7 @@ def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[s
         for column in chosen:
             row = value[:1].copy()
             row[0, column] = np.nan
-            matrix_probes[f"column {column}"] = {name: row}
+            matrix_probes[f"a missing value in 'column {column}'"] = {name: row}
         return matrix_probes
     probes = {}
     for column in sorted(_nan_aware_columns(model)):
@@ -324,8 +324,15 @@ def missing_probes(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, dict[s
             probe[key] = np.full_like(probe[key], np.nan)
         else:
             continue
-        probes[column] = probe
+        probes[f"a missing value in {column!r}"] = probe
+    for key in sorted(k for k, value in feeds.items() if value.dtype.kind == "U"):  # every string column
+        probe = {name: value[:1].copy() for name, value in feeds.items()}
+        probe[key] = np.full(probe[key].shape, UNSEEN_CATEGORY)
+        probes[f"an unseen category in {key!r}"] = probe
     return probes
+
+
+UNSEEN_CATEGORY = "mlpack probe: a category no one trained on"
 
 
 # Text: scikit-learn lowercases with str.lower and tokenises with (?u)\b\w\w+\b, Unicode throughout. skl2onnx
