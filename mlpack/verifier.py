@@ -294,17 +294,9 @@ def verify(
     def finish(**fields: Any) -> Report:
         return replace(report, seconds=time.perf_counter() - started, **fields)
 
-    try:
-        from mlpack import signing
-
-        report = replace(
-            report, signature=signing.check_trust(package, key, certificate_chain, require_signature, identity)
-        )
-    except IntegrityError as exc:
-        failed = {"status": "failed", "detail": exc.message}
-        return finish(verdict="tampered", message=exc.message, signature=failed, integrity=problems)
-    if problems:
-        return finish(**_tampered(problems))
+    report, trusted = _trusted(package, report, problems, key, certificate_chain, require_signature, identity)
+    if not trusted:
+        return finish()
 
     manifest = package.manifest
     tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
@@ -414,6 +406,25 @@ def _applied(tolerances: Mapping[str, Tolerance], kinds: Mapping[str, str]) -> d
     return applied
 
 
+def _trusted(
+    package: Package, report: Report, problems: list[Problem], key: str | Path | None,
+    certificate_chain: Sequence[str | Path], require_signature: bool, identity: Any = None,
+) -> tuple[Report, bool]:  # fmt: skip
+    """The signature, then the files: the report with the signature's status, and whether the package may be
+    judged; a failed signature or a file problem makes the report tampered."""
+    from mlpack import signing
+
+    try:
+        status = signing.check_trust(package, key, certificate_chain, require_signature, identity)
+    except IntegrityError as exc:
+        failed = {"status": "failed", "detail": exc.message}
+        return replace(
+            report, verdict="tampered", message=exc.message, signature=failed, integrity=problems
+        ), False
+    report = replace(report, signature=status)
+    return (replace(report, **_tampered(problems)), False) if problems else (report, True)
+
+
 def _tampered(problems: list[Problem]) -> dict[str, Any]:
     message = f"The package's files do not match its manifest: {describe_problems(problems)}."
     return {"verdict": "tampered", "integrity": problems, "message": message}
@@ -445,19 +456,13 @@ def judge_saved(
     """Judge outputs saved earlier (``verify --save-outputs``, an .npz keyed by output name, or a folder of
     output_K.pb files) against the package's golden outputs, without running the model: the signature and
     integrity first, as verify checks them, then the same comparison as verify."""
-    from mlpack import signing
     from mlpack.sample import load_expected
 
     started = time.perf_counter()
     package, report, problems = _opened(path, strict, expect_digest=expect_digest, judged="saved")
-    try:
-        report = replace(report, signature=signing.check_trust(package, key, certificate_chain, require_signature))
-    except IntegrityError as exc:
-        failed = {"status": "failed", "detail": exc.message}
-        return replace(report, verdict="tampered", message=exc.message, signature=failed, integrity=problems,
-                       seconds=time.perf_counter() - started)  # fmt: skip
-    if problems:
-        return replace(report, **_tampered(problems), seconds=time.perf_counter() - started)
+    report, trusted = _trusted(package, report, problems, key, certificate_chain, require_signature)
+    if not trusted:
+        return replace(report, seconds=time.perf_counter() - started)
     manifest = package.manifest
     tolerances, overrides = override_tolerances(manifest.tolerances, manifest.kinds, atol or {}, rtol or {})
     actual = load_expected(outputs_file, list(manifest.kinds))

@@ -186,23 +186,32 @@ class _IntegerFlags:
         return self._container.add_node(*args, **attrs)
 
 
+def _wrap_converters(names: tuple[str, ...], flag: str, wrap: Any) -> None:
+    """Re-register skl2onnx's converters for ``names`` (``Sklearn<name>``) as ``wrap(convert)``, once:
+    ``flag`` marks the wrapped ones, since the registry outlives a build."""
+    from skl2onnx.common._registration import _converter_pool, register_converter
+
+    for name in names:
+        registered = _converter_pool[f"Sklearn{name}"]
+        if not getattr(registered._fct, flag, False):
+            wrapped = wrap(registered._fct)
+            setattr(wrapped, flag, True)
+            options = registered.get_allowed_options()
+            register_converter(f"Sklearn{name}", wrapped, overwrite=True, options=options)
+
+
 def _register_hist_gradient_boosting() -> None:
     """skl2onnx's own HistGradientBoosting converters (trees with NaN going the learnt way), through
     ``_IntegerFlags``."""
-    from skl2onnx.common._registration import _converter_pool, register_converter
 
     def with_integer_flags(convert: Any) -> Any:
         def converter(scope: Any, operator: Any, container: Any) -> None:
             convert(scope, operator, _IntegerFlags(container))
 
-        converter.integer_flags = True  # type: ignore[attr-defined]
         return converter
 
-    for name in ("SklearnHistGradientBoostingClassifier", "SklearnHistGradientBoostingRegressor"):
-        registered = _converter_pool[name]
-        if not getattr(registered._fct, "integer_flags", False):
-            options = registered.get_allowed_options()
-            register_converter(name, with_integer_flags(registered._fct), overwrite=True, options=options)
+    _wrap_converters(("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"), "integer_flags",
+                     with_integer_flags)  # fmt: skip
 
 
 class _MissingDirections:
@@ -259,7 +268,6 @@ _TREES = ("DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifie
 
 def _register_tree_missing_directions() -> None:
     """skl2onnx's converters of scikit-learn's trees and forests, through ``_MissingDirections``."""
-    from skl2onnx.common._registration import _converter_pool, register_converter
 
     def with_directions(convert: Any) -> Any:
         def converter(scope: Any, operator: Any, container: Any) -> None:
@@ -269,14 +277,9 @@ def _register_tree_missing_directions() -> None:
                 container = _MissingDirections(container, trees)
             convert(scope, operator, container)
 
-        converter.missing_directions = True  # type: ignore[attr-defined]
         return converter
 
-    for name in _TREES:
-        registered = _converter_pool[f"Sklearn{name}"]
-        if not getattr(registered._fct, "missing_directions", False):
-            options = registered.get_allowed_options()
-            register_converter(f"Sklearn{name}", with_directions(registered._fct), overwrite=True, options=options)
+    _wrap_converters(_TREES, "missing_directions", with_directions)
 
 
 MATRIX_PROBES = 32  # columns of a feature matrix probed with a missing value, evenly spread

@@ -217,14 +217,15 @@ def _feeds(
     All shapes are checked, and their elements counted against the cap, before any input is decoded. Each
     input's JSON data is dropped once decoded: as Python objects it weighs some 30 bytes an element."""
     specs = {spec.name: spec for spec in model.inputs}
-    sizes, total = [], 0
+    sizes, total, seen = [], 0, set()
     for tensor in inputs:
         name = tensor.get("name") if isinstance(tensor, dict) else tensor
         # a list or dict as name is unhashable: test its type before looking it up
         if not isinstance(name, str) or name not in specs:
             raise bad_request(f"Unknown input {name!r}; the model takes {sorted(specs)}.")
-        if any(other is not tensor and isinstance(other, dict) and other.get("name") == name for other in inputs):
+        if name in seen:
             raise bad_request(f"Input {name!r} is given twice; give each input once.")
+        seen.add(name)
         total += element_count(name, tensor.get("shape"))
         sizes.append(binary_size(name, parameters(tensor, f"input {name!r}")))
     if max_elements is not None and total > max_elements:
