@@ -22,8 +22,6 @@ warm-up run pays for it. About four minutes on two cores.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -60,28 +58,20 @@ def drift(package: Path, name: str) -> str:
 
 
 def replay_seconds(package: Path, name: str) -> float:
-    """One replay as the class runs it: the command line verify_on starts (``python -m mlpack.machines
-    --replay``: the interpreter, numpy and onnxruntime start, the session is made, the golden inputs run),
-    timed from outside; "native" runs the same command without an emulator."""
+    """One replay as the class runs it, timed from outside: the process verify --machine starts
+    (``python -m mlpack.replay``: the interpreter, numpy and onnxruntime start, the session is made, the golden
+    inputs run, the outputs come back); "native" runs the same process without an emulator."""
     from mlpack.machines import CLASSES as TABLE
-    from mlpack.machines import _runner
-    from mlpack.manifest import SessionSettings, to_json
+    from mlpack.machines import Runner, _Replayer, _runner
+    from mlpack.manifest import SessionSettings
+    from mlpack.package import open_package
 
-    if name == "native":
-        argv, env = [sys.executable], {}
-    else:
-        runner = _runner(TABLE[name], package)
-        argv, env = runner.argv, runner.env
-    with tempfile.TemporaryDirectory() as scratch:
-        command = [*argv, "-m", "mlpack.replay", str(package), f"{scratch}/out.npz",
-                   json.dumps(to_json(SessionSettings()))]  # fmt: skip
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore", **env}, timeout=900)  # fmt: skip
-        seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"the {name} replay of {package} failed: {done.stdout[-400:]} {done.stderr[-400:]}")
-    return seconds
+    runner = Runner([sys.executable], {}, "native") if name == "native" else _runner(TABLE[name], package)
+    opened = open_package(package)
+    started = time.perf_counter()
+    with _Replayer(runner) as replayer:
+        replayer.replay(opened, SessionSettings(), {})
+    return time.perf_counter() - started
 
 
 def cli_seconds(package: Path, machine: str | None) -> float:
@@ -135,8 +125,11 @@ def main() -> None:
                 ratios[c] = max(ratios.get(c, 0.0), ratio)
                 row.append(f"{c} {median(times[c]):.2f} s ({ratio:.1f}x)")
             print(f"{family_name}: " + ", ".join(row), flush=True)
-            whole = {c: median([cli_seconds(package, None if c == "native" else c) for _ in range(args.runs)])
-                     for c in ("native", *classes)}  # fmt: skip
+            waits: dict[str, list[float]] = {c: [] for c in ("native", *classes)}
+            for _ in range(args.runs):
+                for c in waits:  # interleaved too
+                    waits[c].append(cli_seconds(package, None if c == "native" else c))
+            whole = {c: median(seconds) for c, seconds in waits.items()}
             print(
                 f"  mlpack verify as a user runs it: native {whole['native']:.2f} s, "
                 + ", ".join(

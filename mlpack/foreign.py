@@ -111,12 +111,13 @@ def sysroot(arch: str) -> Path:
     return cached(sysroot_path(arch), unpack)
 
 
-def site(arch: str, lock: Path | None, fallback: list[str]) -> Path:
+def site(arch: str, lock: str | None, fallback: list[str]) -> Path:
     """The runtime wheels for ``arch``, installed into a folder for PYTHONPATH: the package's hashed runtime
-    lock when it has one, else ``fallback`` (exact pins of this machine's versions), with their dependencies."""
+    lock (its text) when it has one, else ``fallback`` (exact pins of this machine's versions), with their
+    dependencies."""
     from mlpack.container.wheels import cached, manylinux, run_pip
 
-    requirements = lock.read_text() if lock is not None else "\n".join(fallback) + "\n"
+    requirements = lock if lock is not None else "\n".join(fallback) + "\n"
     major, minor = python_version()
     key = hashlib.sha256(f"{arch} cp{major}{minor}\n{requirements}".encode()).hexdigest()[:16]
     platforms = [arg for tag in manylinux(arch) for arg in ("--platform", tag)]

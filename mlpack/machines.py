@@ -23,7 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mlpack.errors import MlpackError, RuntimeEnvironmentError, UsageError
+from mlpack.errors import IntegrityError, MlpackError, RuntimeEnvironmentError, UsageError
 from mlpack.hardware import cpu_features
 
 EMULATOR_PACKAGE = "qemu-user"  # Debian's package for qemu-x86_64 and qemu-aarch64
@@ -189,20 +189,41 @@ def _runner(machine: MachineClass, package: Path) -> Runner:
     if platform.machine() == machine.arch:
         return Runner([*prefix, sys.executable], {}, how)
     from mlpack import foreign
-    from mlpack.package import RUNTIME_LOCK
 
     root = foreign.sysroot(machine.arch)
-    lock = package / RUNTIME_LOCK
+    lock = _checked_lock(package)
     fallback = [f"{name}=={version(name)}" for name in ("onnxruntime", "numpy", "ml_dtypes")]
-    site = foreign.site(machine.arch, lock if lock.is_file() else None, fallback)
-    wheels = "the runtime lock's wheels" if lock.is_file() else "this machine's onnxruntime, numpy, ml_dtypes pins"
+    site = foreign.site(machine.arch, lock, fallback)
+    wheels = (
+        "the runtime lock's wheels" if lock is not None else "this machine's onnxruntime, numpy, ml_dtypes pins"
+    )
     argv = [shutil.which(f"qemu-{machine.arch}") or f"qemu-{machine.arch}", "-cpu", str(machine.qemu_cpu),
             "-L", str(root), str(foreign.interpreter(root))]  # fmt: skip
-    # bytecode is written beside the cached site and mlpack copy: compiling numpy's modules under emulation on
-    # every run cost 4 s of a 7 s replay
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(foreign.mlpack_path())]), "PYTHONNOUSERSITE": "1"}
     suite = foreign.DEBIAN_SUITES[foreign.python_version()]
     return Runner(argv, env, how, f"Debian {suite}'s CPython for {machine.arch} with {wheels}")
+
+
+def _checked_lock(package: Path) -> str | None:
+    """The package's runtime lock, which the class's runtime is installed from and then runs: only when the
+    manifest lists it, and only with the hash the manifest gives it (it is read before verify checks the
+    other files). IntegrityError when it differs."""
+    from mlpack.fileio import sha256_bytes
+    from mlpack.package import RUNTIME_LOCK, open_package
+
+    expected = open_package(package).manifest.files.get(RUNTIME_LOCK)
+    if expected is None:
+        return None
+    try:
+        data = (package / RUNTIME_LOCK).read_bytes()
+    except OSError:
+        data = None
+    if data is None or sha256_bytes(data) != expected:
+        raise IntegrityError(
+            f"{package} does not match its manifest: {RUNTIME_LOCK} ({'missing' if data is None else 'changed'}); "
+            "no runtime is installed from it"
+        )
+    return data.decode()
 
 
 def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int | None = None) -> MachineResult:
@@ -219,6 +240,12 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
     machine = CLASSES[name]
     try:
         runner = _runner(machine, Path(path))
+        # the class's process starts now and loads its interpreter, numpy and onnxruntime while the package is
+        # checked here; it reads the package only when the replay asks, after the integrity check
+        replayer = _Replayer(runner)
+    except IntegrityError as exc:  # the runtime lock to install from was changed: nothing installed or run
+        return MachineResult(name, "-", "tampered", False, exc.exit_code, exc.message,
+                             seconds=time.perf_counter() - started)  # fmt: skip
     except MlpackError as exc:  # no emulator, no sysroot, no wheel for the class: a row saying why
         return MachineResult(name, "-", "error", False, 4, exc.message, seconds=time.perf_counter() - started)
     except OSError as exc:  # the cache cannot be written, a tool vanished: still a row, so the others report
@@ -227,12 +254,13 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
     from mlpack.verifier import verify
 
     reported: dict[str, Any] = {}  # what the class's own process says of itself (its onnxruntime)
+    with replayer:
 
-    def replay(package: Any, settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        return _replay_in(runner, package, settings, reported)
+        def replay(package: Any, settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            return replayer.replay(package, settings, reported)
 
-    # only the replay runs emulated (with the hardware profile the class sees); integrity, diffs, judging here
-    report = verify(path, strict=strict, threads=threads, replay=replay)
+        # only the replay runs emulated (with the hardware profile the class sees); integrity, diffs, judging here
+        report = verify(path, strict=strict, threads=threads, replay=replay)
     causes = list(report.causes)
     if report.verdict not in ("identical", "tampered", "error"):
         # under emulation /proc/cpuinfo still shows the host: the class itself is the difference that matters
@@ -242,35 +270,76 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
                          runner.runtime, reported.get("onnxruntime", ""), dict(report.proven or {}))  # fmt: skip
 
 
-def _replay_in(
-    runner: Runner, package: Any, settings: Any, reported: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The golden inputs run by ``python -m mlpack.replay`` in the class's interpreter; its outputs
-    come back as an .npz, with the hardware profile the libraries saw there (numpy's CPU features show the
-    emulated CPU). Whatever stops it is a RuntimeEnvironmentError naming the class's emulator."""
-    import tempfile
+class _Replayer:
+    """``python -m mlpack.replay`` in the class's interpreter: started when made, stopped on leaving a with
+    block. It loads, then waits for one request on stdin; ``replay`` sends it. The outputs come back as an
+    .npz, with the hardware profile the libraries saw there (numpy's CPU features show the emulated CPU).
+    Whatever stops it is a RuntimeEnvironmentError naming the class's emulator."""
 
-    from mlpack.fileio import load_npz
-    from mlpack.manifest import to_json
+    def __init__(self, runner: Runner) -> None:
+        import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="mlpack-replay-") as scratch:
-        out = Path(scratch) / "outputs.npz"
-        argv = [*runner.argv, "-m", "mlpack.replay", str(package.path), str(out),
-                json.dumps(to_json(settings))]  # fmt: skip
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", **runner.env}
+        self.runner = runner
+        self.scratch = tempfile.TemporaryDirectory(prefix="mlpack-replay-")
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
+            self.process = subprocess.Popen([*runner.argv, "-m", "mlpack.replay"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            env=_bytecode(runner))  # fmt: skip
+        except BaseException:
+            self.scratch.cleanup()
+            raise
+
+    def __enter__(self) -> _Replayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:  # never asked (the package failed its checks), or interrupted
+            self.process.kill()
+        self.process.communicate()
+        self.scratch.cleanup()
+
+    def replay(
+        self, package: Any, settings: Any, reported: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        from mlpack.fileio import load_npz
+        from mlpack.manifest import to_json
+
+        out = Path(self.scratch.name) / "outputs.npz"
+        request = {"package": str(package.path), "out": str(out), "settings": to_json(settings)}
+        how = self.runner.how
+        try:
+            stdout, stderr = self.process.communicate(json.dumps(request) + "\n", timeout=900)
         except subprocess.TimeoutExpired:
-            raise RuntimeEnvironmentError(f"the replay under {runner.how} did not finish in 15 minutes.") from None
+            raise RuntimeEnvironmentError(f"the replay under {how} did not finish in 15 minutes.") from None
         try:
-            answer = json.loads(done.stdout)
+            answer = json.loads(stdout)
         except json.JSONDecodeError:  # died before it could answer (an illegal instruction, say)
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
-            raise RuntimeEnvironmentError(f"the replay under {runner.how} failed: {last}") from None
+            last = (stderr.strip().splitlines() or [f"exit status {self.process.returncode}"])[-1][:300]
+            raise RuntimeEnvironmentError(f"the replay under {how} failed: {last}") from None
         reported.update(answer)
         if "error" in answer:
-            raise RuntimeEnvironmentError(f"under {runner.how}: {answer['error']}")
+            raise RuntimeEnvironmentError(f"under {how}: {answer['error']}")
         return load_npz(out), dict(answer.get("hardware") or {})
+
+
+def _bytecode(runner: Runner) -> dict[str, str]:
+    """The environment that keeps the class's compiled modules in mlpack's cache (Python checks each against
+    its source), and not in the source tree. Without it, a tree that holds no bytecode (an editable install
+    under PYTHONDONTWRITEBYTECODE, Debian's arm64 standard library) is compiled anew under emulation on every
+    replay, a tenth of its time. The first time, this interpreter, when it is the class's, compiles natively
+    what the replay imports: a second here, five under emulation."""
+    import hashlib
+
+    from mlpack.options import cache_dir
+
+    interpreter = runner.argv[-1]  # one folder per interpreter: Debian's arm64 one has this one's paths
+    prefix = cache_dir("machines") / f"bytecode-{hashlib.sha256(interpreter.encode()).hexdigest()[:12]}"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPYCACHEPREFIX": str(prefix), **runner.env}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if not prefix.is_dir() and interpreter == sys.executable:
+        subprocess.run([sys.executable, "-m", "mlpack.replay"], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=env, timeout=600, check=False)  # fmt: skip
+    return env
 
 
 def verify_matrix(

@@ -223,6 +223,27 @@ def test_a_scikit_learn_package_replays_on_aarch64_from_its_runtime_lock(built: 
     assert result.onnxruntime == mlpack.open_package(built).manifest.runtime.onnxruntime
 
 
+def test_a_changed_runtime_lock_installs_and_runs_nothing_on_aarch64(built: Path, tmp_path: Path) -> None:
+    """aarch64's runtime is installed from the package's runtime lock and then run, before verify checks
+    the other files: the lock is held to its manifest hash first. Changed, it is tampered (exit 3), and no
+    wheel is installed from it."""
+    import shutil
+
+    from mlpack.machines import verify_on
+    from mlpack.options import cache_dir
+    from mlpack.package import RUNTIME_LOCK
+
+    copy = tmp_path / built.name
+    shutil.copytree(built, copy)
+    lock = copy / RUNTIME_LOCK
+    lock.write_text(lock.read_text().replace("numpy==", "numpy==1.") + "\n")
+    sites = set(cache_dir("machines").glob("site-aarch64-*"))
+    result = verify_on(copy, "aarch64")
+    assert (result.verdict, result.passed, result.exit_code) == ("tampered", False, 3)
+    assert f"{RUNTIME_LOCK} (changed); no runtime is installed from it" in result.message
+    assert set(cache_dir("machines").glob("site-aarch64-*")) == sites
+
+
 def test_an_outcome_is_compared_with_the_evidence_for_its_class() -> None:
     from mlpack.machines import against_evidence
 
@@ -249,8 +270,8 @@ def test_the_emulated_replay_imports_only_the_runtime(matmul: Path, tmp_path: Pa
     from mlpack.package import OUTPUTS
 
     out = tmp_path / "out.npz"
-    settings = json.dumps(to_json(SessionSettings()))
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlpack.replay", str(matmul), str(out), settings],
+    request = json.dumps({"package": str(matmul), "out": str(out), "settings": to_json(SessionSettings())})
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlpack.replay"], input=request + "\n",
                           capture_output=True, text=True, check=True)  # fmt: skip
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert {"numpy", "onnxruntime", "mlpack.package"} <= imported
@@ -258,3 +279,25 @@ def test_the_emulated_replay_imports_only_the_runtime(matmul: Path, tmp_path: Pa
     answer = json.loads(done.stdout)
     assert answer["hardware"]["cpu"]["level"] and answer["onnxruntime"]
     assert np.array_equal(load_npz(out)["y"], load_npz(matmul / OUTPUTS)["y"])
+
+
+def test_a_tampered_package_is_never_replayed_on_a_class(matmul: Path, tmp_path: Path) -> None:
+    """The class's process starts before the integrity check, so that its interpreter, numpy and onnxruntime
+    load meanwhile, but it reads nothing of the package until asked, and a package that fails the check is
+    never asked for: the row says tampered and no replay answered (no onnxruntime reported)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from mlpack.machines import verify_on
+
+    copy = tmp_path / matmul.name
+    shutil.copytree(matmul, copy)
+    model = copy / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")
+    result = verify_on(copy, "x86-64-v2")
+    assert (result.verdict, result.passed, result.exit_code, result.onnxruntime) == ("tampered", False, 3, "")
+    assert "model.onnx" in result.message
+    # told nothing, the replay process leaves without a word
+    done = subprocess.run([sys.executable, "-m", "mlpack.replay"], input="", capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "")
