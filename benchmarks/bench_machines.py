@@ -69,7 +69,7 @@ def replay_seconds(package: Path, name: str) -> float:
     runner = Runner([sys.executable], {}, "native") if name == "native" else _runner(TABLE[name], package)
     opened = open_package(package)
     started = time.perf_counter()
-    with _Replayer(runner) as replayer:
+    with _Replayer(runner, started) as replayer:
         replayer.replay(opened, SessionSettings(), {})
     return time.perf_counter() - started
 

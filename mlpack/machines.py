@@ -17,9 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +190,8 @@ def _runner(machine: MachineClass, package: Path) -> Runner:
 
     root = foreign.sysroot(machine.arch)
     lock = _checked_lock(package)
+    from importlib.metadata import version
+
     fallback = [f"{name}=={version(name)}" for name in ("onnxruntime", "numpy", "ml_dtypes")]
     site = foreign.site(machine.arch, lock, fallback)
     wheels = (
@@ -226,23 +226,13 @@ def _checked_lock(package: Path) -> str | None:
     return data.decode()
 
 
-def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int | None = None) -> MachineResult:
-    """Verify the package as a machine of class ``name`` would: this interpreter under the emulator, running
-    ``mlpack verify --json``. A class that cannot run here is an "error" row saying why."""
+def start(path: str | Path, name: str) -> _Replayer | MachineResult:
+    """The emulated class's replay process, started: it loads its interpreter, numpy and onnxruntime (seconds
+    under emulation) and reads nothing of the package until its replay asks, after the package is checked. Or,
+    where the class cannot run here, its row saying why."""
     started = time.perf_counter()
-    if name == "native":
-        from mlpack.verifier import verify
-
-        report = verify(path, strict=strict, threads=threads)
-        return MachineResult("native", "native", report.verdict, report.passed, report.exit_code, report.message,
-                             [c.to_dict() for c in report.outputs], report.causes,
-                             time.perf_counter() - started, onnxruntime=version("onnxruntime"))  # fmt: skip
-    machine = CLASSES[name]
     try:
-        runner = _runner(machine, Path(path))
-        # the class's process starts now and loads its interpreter, numpy and onnxruntime while the package is
-        # checked here; it reads the package only when the replay asks, after the integrity check
-        replayer = _Replayer(runner)
+        return _Replayer(_runner(CLASSES[name], Path(path)), started)
     except IntegrityError as exc:  # the runtime lock to install from was changed: nothing installed or run
         return MachineResult(name, "-", "tampered", False, exc.exit_code, exc.message,
                              seconds=time.perf_counter() - started)  # fmt: skip
@@ -251,6 +241,28 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
     except OSError as exc:  # the cache cannot be written, a tool vanished: still a row, so the others report
         message = f"preparing {name} failed: {exc.strerror or exc} ({exc.filename or 'no file'})"
         return MachineResult(name, "-", "error", False, 4, message, seconds=time.perf_counter() - started)
+
+
+def verify_on(
+    path: str | Path, name: str, *, strict: bool = False, threads: int | None = None,
+    started: _Replayer | MachineResult | None = None,
+) -> MachineResult:  # fmt: skip
+    """Verify the package as a machine of class ``name`` would: integrity, diffs and judging here, the replay in
+    the class's process (``start``; ``started`` when the caller started it already). A class that cannot run
+    here is an "error" row saying why."""
+    if name == "native":
+        from importlib.metadata import version
+
+        from mlpack.verifier import verify
+
+        began = time.perf_counter()
+        report = verify(path, strict=strict, threads=threads)
+        return MachineResult("native", "native", report.verdict, report.passed, report.exit_code, report.message,
+                             [c.to_dict() for c in report.outputs], report.causes,
+                             time.perf_counter() - began, onnxruntime=version("onnxruntime"))  # fmt: skip
+    replayer = start(path, name) if started is None else started
+    if isinstance(replayer, MachineResult):
+        return replayer
     from mlpack.verifier import verify
 
     reported: dict[str, Any] = {}  # what the class's own process says of itself (its onnxruntime)
@@ -264,9 +276,10 @@ def verify_on(path: str | Path, name: str, *, strict: bool = False, threads: int
     causes = list(report.causes)
     if report.verdict not in ("identical", "tampered", "error"):
         # under emulation /proc/cpuinfo still shows the host: the class itself is the difference that matters
-        causes = [machine.kernels, *(c for c in causes if not c.startswith("no difference"))]
+        causes = [CLASSES[name].kernels, *(c for c in causes if not c.startswith("no difference"))]
+    runner = replayer.runner
     return MachineResult(name, runner.how, report.verdict, report.passed, report.exit_code, report.message,
-                         [c.to_dict() for c in report.outputs], causes, time.perf_counter() - started,
+                         [c.to_dict() for c in report.outputs], causes, time.perf_counter() - replayer.started,
                          runner.runtime, reported.get("onnxruntime", ""), dict(report.proven or {}))  # fmt: skip
 
 
@@ -276,10 +289,10 @@ class _Replayer:
     .npz, with the hardware profile the libraries saw there (numpy's CPU features show the emulated CPU).
     Whatever stops it is a RuntimeEnvironmentError naming the class's emulator."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, started: float) -> None:
         import tempfile
 
-        self.runner = runner
+        self.runner, self.started = runner, started
         self.scratch = tempfile.TemporaryDirectory(prefix="mlpack-replay-")
         try:
             self.process = subprocess.Popen([*runner.argv, "-m", "mlpack.replay"], stdin=subprocess.PIPE,
@@ -349,18 +362,33 @@ def verify_matrix(
 ) -> Matrix:  # fmt: skip
     """Verify on each machine class asked for; the worst verdict is the matrix's. The signature (and, under a
     key, the provenance) is checked once, first, as verify checks it: IntegrityError when it fails."""
-    from mlpack.package import open_package
-    from mlpack.signing import check_trust
-
-    package = open_package(path)  # a path that is no package is refused once, not per machine
-    check_trust(package, key, certificate_chain, require_signature)
     chosen, left_out = resolve(machines)
     if progress:
         progress(f"verifying on {', '.join(chosen)}")
-    # each class is its own process (an emulator, mostly single-threaded): as many at once as there are cores
-    with ThreadPoolExecutor(max_workers=max(1, min(len(chosen), os.cpu_count() or 1))) as pool:
+    # each class is its own process (an emulator, mostly single-threaded): as many at once as there are cores.
+    # The first ones start before anything else is imported or checked here, since they load for seconds; they
+    # read nothing of the package until their replay asks, after these checks and verify's own.
+    workers = max(1, min(len(chosen), os.cpu_count() or 1))
+    early = {name: start(path, name) for name in chosen[:workers] if name != "native"}
+    try:
+        from concurrent.futures import ThreadPoolExecutor, as_completed  # after the start: logging, threads
+
+        from mlpack.package import open_package
+        from mlpack.signing import check_trust
+
+        package = open_package(path)  # a path that is no package is refused once, not per machine
+        check_trust(package, key, certificate_chain, require_signature)
+    except BaseException:
+        for replayer in early.values():
+            if isinstance(replayer, _Replayer):
+                replayer.__exit__()
+        raise
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(verify_on, package.path, name, strict=strict, threads=threads): name for name in chosen
+            pool.submit(
+                verify_on, package.path, name, strict=strict, threads=threads, started=early.get(name)
+            ): name
+            for name in chosen
         }
         done: dict[str, MachineResult] = {}
         for future in as_completed(futures):

@@ -154,18 +154,20 @@ def verify(
     def action() -> int:
         from mlpack.errors import UsageError
         from mlpack.options import from_file
+
+        public = key or (None if identity or issuer else from_file().get("verify_key"))
+        if machine:  # first: the classes' processes start before the rest of mlpack loads here
+            if identity or issuer:
+                raise UsageError("--identity/--issuer are checked by a plain verify; with --machine give --key.")
+            return across(machine, public)
+
+        import tempfile
+
         from mlpack.report import render_verify
         from mlpack.signing import identity_from
         from mlpack.verifier import verify as verify_package
 
         signer = identity_from(identity, issuer)
-        public = key or (None if signer else from_file().get("verify_key"))
-        if machine:
-            if signer is not None:
-                raise UsageError("--identity/--issuer are checked by a plain verify; with --machine give --key.")
-            return across(machine, public)
-
-        import tempfile
 
         with tempfile.TemporaryDirectory(prefix="mlpack-verify-") as scratch:
             # the page plots what this run gave: kept where asked, else for the page only
@@ -207,7 +209,6 @@ def verify(
         from mlpack.cli.common import progress_printer
         from mlpack.errors import UsageError
         from mlpack.machines import verify_matrix
-        from mlpack.report import render_matrix
 
         if digest or full or atol or rtol or save_outputs:
             raise UsageError(
@@ -227,6 +228,8 @@ def verify(
             _attest(opened.name, opened.version, opened.digest, outcomes, matrix.passed)
         if html is not None:
             _html({}, None, matrix.to_dict())
+        from mlpack.report import render_matrix
+
         emit(matrix.to_dict(), as_json, lambda: render_matrix(matrix))
         return matrix.exit_code
 
