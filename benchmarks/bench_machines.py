@@ -7,16 +7,17 @@ regressor; PyTorch MLP and CNN; XGBoost; LightGBM), each built with mlpack.build
      QEMU's Nehalem, x86-64-avx as SandyBridge, x86-64-v3 as Haswell-v4, aarch64 as Neoverse-N1 with Debian's
      arm64 CPython), one verify each: identical, or equivalent/mismatch with the largest ULP distance and the
      share of bit-identical elements over the float outputs;
-  2. cost: for the iris forest and the torch MLP, the wall time of the replay a class runs
-     (``python -m mlpack.replay``, interpreter start included: the only part of a verify that runs
-     emulated) under each emulator against the same command run natively, interleaved, medians of --runs (the
-     ratio the targets are read on); then ``mlpack verify PKG --machine CLASS`` against ``mlpack verify PKG``
-     as a user waits for them; and ``mlpack.verify_matrix(PKG, ["all"])`` for the iris package as a whole
-     (classes run two at a time on two cores).
+  2. cost: for the iris forest and the torch MLP, ``mlpack verify PKG --machine CLASS`` against ``mlpack
+     verify PKG`` as a user waits for them, in rounds (native, then each class), the median of each round's
+     ratio (the ratio the targets are read on: "emulated verify wall time vs native verify"); then, to show
+     where a class's seconds go, the replay process alone (``python -m mlpack.replay``, interpreter start
+     included: the only part of a verify that runs emulated) against the same process run natively; and
+     ``mlpack.verify_matrix(PKG, ["all"])`` for the iris package as a whole (two classes at a time on two
+     cores).
 
 Targets (issue 11): x86 classes ≤ 10× native, aarch64 ≤ 30× native, `--machine all` for iris < 30 s.
 The first aarch64 replay unpacks the arm64 CPython (mmdebstrap, about 5 s) and installs its wheels: an untimed
-warm-up run pays for it. About four minutes on two cores.
+warm-up run pays for it. About eight minutes on two cores with --runs 7.
 """
 
 from __future__ import annotations
@@ -108,35 +109,30 @@ def main() -> None:
             for family_name, package in packages.items():
                 print(f"| {family_name} | {' | '.join(drift(package, c) for c in classes)} |", flush=True)
 
-        print("\n2. cost of a replay per class (median wall seconds, interpreter start included)\n")
+        print(
+            "\n2. cost per class: `mlpack verify PKG --machine CLASS` against `mlpack verify PKG` as a user waits"
+        )
+        print("   for them (median of each round's ratio: the machine's load drifts between rounds)\n")
         ratios: dict[str, float] = {}
         for family_name in ("sklearn RandomForestClassifier", "torch MLP 32-256-256-10"):
             package = packages[family_name]
-            times: dict[str, list[float]] = {c: [] for c in ("native", *classes)}
-            for c in times:  # warm-up: caches, the arm64 sysroot and wheels, bytecode
-                replay_seconds(package, c)
-            for _ in range(args.runs):
-                for c in times:  # interleaved, so that load on the machine falls on every class alike
-                    times[c].append(replay_seconds(package, c))
-            native = median(times["native"])
-            row = [f"native {native:.2f} s"]
+            every_class = ("native", *classes)
+            for c in every_class:  # warm-up: caches, the arm64 sysroot and wheels, bytecode
+                cli_seconds(package, None if c == "native" else c)
+            rounds = [{c: cli_seconds(package, None if c == "native" else c) for c in every_class}
+                      for _ in range(args.runs)]  # fmt: skip
+            row = [f"native {median([r['native'] for r in rounds]):.2f} s"]
             for c in classes:
-                ratio = median(times[c]) / native
+                ratio = median([r[c] / r["native"] for r in rounds])
                 ratios[c] = max(ratios.get(c, 0.0), ratio)
-                row.append(f"{c} {median(times[c]):.2f} s ({ratio:.1f}x)")
+                row.append(f"{c} {median([r[c] for r in rounds]):.2f} s ({ratio:.1f}x)")
             print(f"{family_name}: " + ", ".join(row), flush=True)
-            waits: dict[str, list[float]] = {c: [] for c in ("native", *classes)}
-            for _ in range(args.runs):
-                for c in waits:  # interleaved too
-                    waits[c].append(cli_seconds(package, None if c == "native" else c))
-            whole = {c: median(seconds) for c, seconds in waits.items()}
-            print(
-                f"  mlpack verify as a user runs it: native {whole['native']:.2f} s, "
-                + ", ".join(
-                    f"--machine {c} {whole[c]:.2f} s ({whole[c] / whole['native']:.1f}x)" for c in classes
-                ),
-                flush=True,
-            )
+            # where a class's seconds go: the replay process alone, against the same process run natively
+            alone = [{c: replay_seconds(package, c) for c in every_class} for _ in range(args.runs)]
+            print("  the replay process alone (interpreter, numpy and onnxruntime start included): "
+                  + ", ".join(f"{c} {median([r[c] for r in alone]):.2f} s"
+                              + ("" if c == "native" else f" ({median([r[c] / r['native'] for r in alone]):.1f}x)")
+                              for c in every_class), flush=True)  # fmt: skip
         started = time.perf_counter()
         matrix = verify_matrix(packages["sklearn RandomForestClassifier"], ["all"])
         every = time.perf_counter() - started
