@@ -424,11 +424,11 @@ def resolve_tolerances(
     overrides: Mapping[str, Any] | float | None = None,
     defaults: Mapping[str, Tolerance] | None = None,
 ) -> dict[str, Tolerance]:
-    """Defaults by kind (the family's, else the generic ones), overridden per output name or kind
-    ({"probabilities": {"atol": 1e-3}}), or one float atol for all float outputs."""
+    """Defaults by output name or kind (the family's, else the generic ones), overridden per output name or
+    kind ({"probabilities": {"atol": 1e-3}}), or one float atol for all float outputs."""
     resolved = {}
     for name, kind in kinds.items():
-        tol = (defaults or {}).get(kind) or DEFAULT_TOLERANCES[kind]
+        tol = (defaults or {}).get(name) or (defaults or {}).get(kind) or DEFAULT_TOLERANCES[kind]
         if isinstance(overrides, (int, float)) and kind != "label":
             tol = Tolerance(atol=float(overrides), rtol=tol.rtol)
         elif isinstance(overrides, Mapping):

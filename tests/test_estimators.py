@@ -216,27 +216,39 @@ def test_warnings_during_a_build_are_summarised_once_with_a_log(tmp_path: Path, 
     assert count > 1 and len(log.read_text().splitlines()) == count
 
 
-@pytest.mark.parametrize("estimator", ["LinearSVC", "RidgeClassifier", "SGDClassifier", "SVC"])
-def test_classifiers_without_probabilities_have_their_decision_function_checked(
+@pytest.mark.parametrize("estimator", ["LinearSVC", "RidgeClassifier", "SGDClassifier", "SVC", "Perceptron"])
+def test_classifiers_without_probabilities_give_scikit_learns_decision_function(
     estimator: str, tmp_path: Path
 ) -> None:
-    """The second output of a classifier with no predict_proba holds its decision function (a tensor, or
-    ZipMap maps for SGDClassifier and SVC): parity compares it with decision_function for three classes or
-    more, and says "not compared" for two, where skl2onnx writes one column or two in either order."""
+    """A classifier with no predict_proba: skl2onnx's "probabilities" output holds its decision function,
+    for two classes as one column, [d, -d] (SVC) or [-d, d] (SGDClassifier, Perceptron). The package gives
+    scikit-learn's decision_function as "decision_function", judged as values, for two classes as for three:
+    parity compares it (two classes were "not compared"), and so does this test, on fresh rows, against the
+    native model. For LinearSVC, in a pipeline too (skl2onnx asked it for a ZipMap option it lacks)."""
     import sklearn.linear_model
     import sklearn.svm
     from sklearn.datasets import load_iris
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     x, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(0)
+    fresh = x[rng.integers(0, len(x), 40)] + rng.normal(0, 0.3, (40, 4))
     kind = getattr(sklearn.svm, estimator, None) or getattr(sklearn.linear_model, estimator)
-    for classes, target in ((3, np.array(["setosa", "versicolor", "virginica"])[y]), (2, (y == 1).astype(int))):
-        model = kind(random_state=0).fit(x, target) if estimator != "RidgeClassifier" else kind().fit(x, target)
-        package = mlpack.build(model, x[::5], name=f"{estimator.lower()}-{classes}", out=tmp_path, resolve=False,
+    made = {} if estimator in ("RidgeClassifier", "SVC") else {"random_state": 0}
+    targets = ((3, np.array(["setosa", "versicolor", "virginica"])[y]), (2, (y == 1).astype(int)))
+    models = [(classes, kind(**made).fit(x, target)) for classes, target in targets]
+    if estimator == "LinearSVC":
+        models.append((2, make_pipeline(StandardScaler(), kind(**made)).fit(x, y == 2)))
+    for number, (classes, model) in enumerate(models):
+        package = mlpack.build(model, x[::5], name=f"{estimator.lower()}-{number}", out=tmp_path, resolve=False,
                                timings=False)  # fmt: skip
+        kinds = {spec.name: (spec.kind, list(spec.shape)) for spec in package.manifest.model.outputs}
+        assert kinds == {"label": ("label", ["?"]),
+                         "decision_function": ("value", ["?"] if classes == 2 else ["?", classes])}  # fmt: skip
         assert package.manifest.parity is not None
         label, scores = package.manifest.parity.outputs
-        assert label["identical"] and scores["passed"]
-        if classes == 3:
-            assert scores["problem"] is None and float(scores["max_abs"]) < 1e-3, scores
-        else:
-            assert scores["problem"] == "the native model gives no such output: not compared"
+        assert label["identical"] and scores["passed"] and scores["problem"] is None, scores
+        got = mlpack.load(package.path).predict(fresh)
+        np.testing.assert_array_equal(got["label"].astype(model.predict(fresh).dtype), model.predict(fresh))
+        np.testing.assert_allclose(got["decision_function"], model.decision_function(fresh), rtol=1e-4, atol=1e-4)

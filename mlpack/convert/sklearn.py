@@ -27,7 +27,11 @@ from mlpack.tensors import MISSING_STRING, is_missing
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # About 15-100x the worst conversion parity and thread-count replay measured for trees and linear models
 # (native vs ONNX, 1 vs 2 threads): <= 6.6e-7 abs on probabilities, <= 4.4e-7 rel on regression values.
-TOLERANCES = {"probabilities": Tolerance(atol=1e-5, rtol=1e-4), "value": Tolerance(atol=1e-5, rtol=1e-5)}
+TOLERANCES = {"probabilities": Tolerance(atol=1e-5, rtol=1e-4), "value": Tolerance(atol=1e-5, rtol=1e-5),
+              # a classifier's decision function (see _decision_scores), as its probabilities were: a float32
+              # sum of large terms near zero differs from float64's by more than 1e-5 of the small result
+              # (SGDClassifier on unscaled iris: 1.5e-4 on one of 150 scores, labels all the same)
+              "decision_function": Tolerance(atol=1e-5, rtol=1e-4)}  # fmt: skip
 
 
 def _skops(path: Path, trusted_types: tuple[str, ...]) -> Any:
@@ -200,6 +204,19 @@ def _wrap_converters(names: tuple[str, ...], flag: str, wrap: Any) -> None:
             register_converter(f"Sklearn{name}", wrapped, overwrite=True, options=options)
 
 
+def _register_zipmap_option() -> None:
+    """skl2onnx's pipeline parser asks every classifier for its ZipMap option, and LinearSVC's converter does
+    not declare one: Pipeline(StandardScaler(), LinearSVC()) failed to convert ("Option 'zipmap' not in
+    ['nocl', ...]"), with or without options. Declared here (the parser acts on it, not the converter)."""
+    from skl2onnx.common._registration import _converter_pool, register_converter
+
+    registered = _converter_pool["SklearnLinearSVC"]
+    options = registered.get_allowed_options()
+    if "zipmap" not in options:
+        register_converter("SklearnLinearSVC", registered._fct, overwrite=True,
+                           options={**options, "zipmap": [True, False, "columns"]})  # fmt: skip
+
+
 def _register_hist_gradient_boosting() -> None:
     """skl2onnx's own HistGradientBoosting converters (trees with NaN going the learnt way), through
     ``_IntegerFlags``."""
@@ -360,18 +377,90 @@ def _final(model: Any) -> Any:
     return model
 
 
+def _takes_zipmap(model: Any) -> bool:
+    """Whether skl2onnx would end this classifier with a ZipMap (a list of dicts) unless told not to:
+    every one with probabilities, and SVC/NuSVC without (their decision scores)."""
+    if hasattr(model, "predict_proba"):
+        return True
+    from skl2onnx import get_model_alias
+    from skl2onnx.common._registration import get_converter
+
+    try:
+        return "zipmap" in get_converter(get_model_alias(type(_final(model)))).get_allowed_options()
+    except Exception:  # no converter of its own (registered by alias elsewhere, or none): no ZipMap option
+        return False
+
+
 def _conversion_options(model: Any) -> dict[Any, Any] | None:
     """Classifiers give tensors, not ZipMaps; a text vectorizer gets the locale and token pattern above."""
     vectorizer = _vectorizer(model)
     if vectorizer is None:
-        return {"zipmap": False} if hasattr(model, "predict_proba") else None
+        return {"zipmap": False} if _takes_zipmap(model) else None
     text: dict[str, Any] = {"locale": TEXT_LOCALE}
     if vectorizer.analyzer == "word" and vectorizer.token_pattern == DEFAULT_TOKEN_PATTERN:
         text["tokenexp"] = UNICODE_TOKENS
     options: dict[Any, Any] = {type(vectorizer): text}
-    if hasattr(model, "predict_proba"):
+    if _takes_zipmap(model):
         options[type(_final(model))] = {"zipmap": False}
     return options
+
+
+def _decision_scores(model: Any, onx: Any, sample: dict[str, np.ndarray], predict: Any) -> Any:
+    """A classifier without probabilities (SVC, LinearSVC, SGDClassifier(hinge), Perceptron, RidgeClassifier):
+    skl2onnx's "probabilities" output holds its decision function, for two classes as one column, [d, -d]
+    (SVC) or [-d, d] (SGDClassifier), whichever the estimator's converter writes. It becomes
+    "decision_function", judged as values, holding scikit-learn's decision_function: for two classes the one
+    column that equals it on the sample (both run here), so that a reader of the package, and parity, get
+    what scikit-learn gives."""
+    from onnx import TensorProto, helper
+
+    from mlpack import reference
+    from mlpack.manifest import SessionSettings
+    from mlpack.sample import fit_to_inputs
+
+    outputs = [o.name for o in onx.graph.output]
+    if hasattr(model, "predict_proba") or not hasattr(model, "decision_function") or outputs != [
+        "label", "probabilities"
+    ]:  # fmt: skip
+        return onx
+    session = reference.open_session(onx.SerializeToString(), SessionSettings())
+    feeds, _ = fit_to_inputs(sample, reference.signature(session)[0])
+    scores = reference.run(session, feeds)["probabilities"]
+    native = np.asarray(
+        predict(model, feeds, ["label", "decision_function"])["decision_function"], dtype=np.float64
+    )
+
+    def near(a: np.ndarray, b: np.ndarray) -> bool:
+        return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-4, atol=1e-5))
+
+    graph, declared = onx.graph, onx.graph.output[1]
+    rows = declared.type.tensor_type.shape.dim[0]
+    if native.ndim == 1:
+        columns = [i for i in range(scores.shape[1]) if near(scores[:, i].astype(np.float64), native)]
+        if len(columns) != 1:
+            raise UsageError(
+                f"skl2onnx's decision scores for {type(_final(model)).__name__} match "
+                f"{'no' if not columns else 'more than one'} column of scikit-learn's decision_function on the "
+                "sample: mlpack cannot tell which the package should give."
+            )
+        graph.initializer.append(helper.make_tensor("mlpack_scores_column", TensorProto.INT64, [], [columns[0]]))
+        graph.node.append(helper.make_node("Gather", ["probabilities", "mlpack_scores_column"],
+                                           ["decision_function"], name="mlpack_decision_function", axis=1))  # fmt: skip
+        shape: list[Any] = [rows.dim_param or rows.dim_value or None]
+    elif near(scores.astype(np.float64), native):
+        graph.node.append(helper.make_node("Identity", ["probabilities"], ["decision_function"],
+                                           name="mlpack_decision_function"))  # fmt: skip
+        shape = [rows.dim_param or rows.dim_value or None, native.shape[1]]
+    else:
+        raise UsageError(
+            f"skl2onnx's decision scores for {type(_final(model)).__name__} differ from scikit-learn's "
+            "decision_function on the sample."
+        )
+    graph.output.remove(declared)
+    graph.output.append(
+        helper.make_tensor_value_info("decision_function", declared.type.tensor_type.elem_type, shape)
+    )
+    return onx
 
 
 ML_OPSET_MAX = 3  # the newest ai.onnx.ml opset skl2onnx's tree converters write and onnxruntime 1.18+ runs
@@ -403,6 +492,7 @@ class SklearnConverter:
         require("skl2onnx", "sklearn")
         from skl2onnx import to_onnx
 
+        given = sample
         columns = _columns(model)
         casts: dict[str, str] = {}
         if not needs_frame(model):
@@ -458,6 +548,7 @@ class SklearnConverter:
         _register_missing_strings()
         _register_hist_gradient_boosting()
         _register_tree_missing_directions()
+        _register_zipmap_option()
         # the lowest ai.onnx.ml opset that converts (double-precision trees need 3; IsolationForest needs 3)
         for ml_opset in range(3 if options.precision == "float64" else 1, ML_OPSET_MAX + 1):
             try:
@@ -486,6 +577,7 @@ class SklearnConverter:
                 f"{details['locale']} wherever it runs (glibc 2.35+ has it built in; musl and Windows do not); "
                 "'İ' (U+0130) lowercases to 'i' there and to 'i̇' in Python, so text holding it gets other tokens"
             )
+        onx = _decision_scores(model, onx, given, self.predict)
         return Converted(model=onx, input_cast=casts, details=details)
 
     def one_input_per_column(self, model: Any) -> bool:
@@ -508,16 +600,8 @@ class SklearnConverter:
         def run(data: Any) -> list[Any]:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
                 return [model.predict(data), model.predict_proba(data)]
-            if (
-                hasattr(model, "decision_function")
-                and len(output_names) == 2
-                and len(getattr(model, "classes_", ())) > 2
-            ):
-                # no probabilities (LinearSVC, SGDClassifier, RidgeClassifier): the second output holds the
-                # decision function, one column per class; for two classes skl2onnx writes one column or
-                # two, in either order, so those stay "not compared" rather than compared against a guess
-                return [model.predict(data), model.decision_function(data)]
-            if hasattr(model, "decision_function") and output_names[1:] == ["scores"]:  # outlier detectors
+            if hasattr(model, "decision_function") and output_names[1:] in (["scores"], ["decision_function"]):
+                # outlier detectors; classifiers without probabilities (see _decision_scores)
                 return [model.predict(data), model.decision_function(data)]
             if hasattr(model, "cluster_centers_") and output_names[1:] == ["scores"]:  # k-means: distances
                 return [model.predict(data), model.transform(data)]
