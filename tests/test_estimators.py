@@ -216,7 +216,9 @@ def test_warnings_during_a_build_are_summarised_once_with_a_log(tmp_path: Path, 
     assert count > 1 and len(log.read_text().splitlines()) == count
 
 
-@pytest.mark.parametrize("estimator", ["LinearSVC", "RidgeClassifier", "SGDClassifier", "SVC", "Perceptron"])
+@pytest.mark.parametrize(
+    "estimator", ["LinearSVC", "RidgeClassifier", "SGDClassifier", "SVC", "SVC-linear", "Perceptron"]
+)
 def test_classifiers_without_probabilities_give_scikit_learns_decision_function(
     estimator: str, tmp_path: Path
 ) -> None:
@@ -234,8 +236,9 @@ def test_classifiers_without_probabilities_give_scikit_learns_decision_function(
     x, y = load_iris(return_X_y=True)
     rng = np.random.default_rng(0)
     fresh = x[rng.integers(0, len(x), 40)] + rng.normal(0, 0.3, (40, 4))
-    kind = getattr(sklearn.svm, estimator, None) or getattr(sklearn.linear_model, estimator)
-    made = {} if estimator in ("RidgeClassifier", "SVC") else {"random_state": 0}
+    kind = getattr(sklearn.svm, estimator.split("-")[0], None) or getattr(sklearn.linear_model, estimator)
+    made = {"kernel": "linear"} if estimator == "SVC-linear" else {} if "SVC" in estimator or "Ridge" in estimator \
+        else {"random_state": 0}  # fmt: skip
     targets = ((3, np.array(["setosa", "versicolor", "virginica"])[y]), (2, (y == 1).astype(int)))
     models = [(classes, kind(**made).fit(x, target)) for classes, target in targets]
     if estimator == "LinearSVC":
@@ -251,4 +254,40 @@ def test_classifiers_without_probabilities_give_scikit_learns_decision_function(
         assert label["identical"] and scores["passed"] and scores["problem"] is None, scores
         got = mlpack.load(package.path).predict(fresh)
         np.testing.assert_array_equal(got["label"].astype(model.predict(fresh).dtype), model.predict(fresh))
-        np.testing.assert_allclose(got["decision_function"], model.decision_function(fresh), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got["decision_function"], model.decision_function(fresh), rtol=1e-4, atol=2e-4)
+
+
+def test_a_supplied_export_of_a_classifier_without_probabilities_is_held_to_its_decision_function(
+    tmp_path: Path,
+) -> None:
+    """skl2onnx's own export, supplied with onnx=, keeps the name "probabilities" for the decision function:
+    parity still compares it with decision_function, so an export that computes something else is refused.
+    And a stacked model whose export cannot run its sample says so in one sentence."""
+    from onnx import helper, numpy_helper
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC, LinearSVC
+
+    from mlpack.errors import ParityError, UsageError
+
+    x, y = load_iris(return_X_y=True)
+    model = LinearSVC(random_state=0).fit(x, y)
+    exported = to_onnx(model, x[:1].astype(np.float32))
+    assert package_outputs(mlpack.build(model, x[::5], onnx=exported, name="as-is", out=tmp_path, resolve=False,
+                                        timings=False)) == ["label", "probabilities"]  # fmt: skip
+    for node in exported.graph.node:  # the scores, tripled
+        node.output[:] = ["raw" if name == "probabilities" else name for name in node.output]
+    exported.graph.initializer.append(numpy_helper.from_array(np.array(3.0, np.float32), "three"))
+    exported.graph.node.append(helper.make_node("Mul", ["raw", "three"], ["probabilities"]))
+    with pytest.raises(ParityError, match=r"probabilities: 90 of 90 elements outside tolerance"):
+        mlpack.build(model, x[::5], onnx=exported, name="tripled", out=tmp_path, resolve=False, timings=False)
+    stacked = StackingClassifier([("a", LogisticRegression(max_iter=500)), ("b", SVC())],
+                                 final_estimator=LinearSVC(random_state=0)).fit(x, y == 1)  # fmt: skip
+    with pytest.raises(UsageError, match="The sample does not fit the model"):
+        mlpack.build(stacked, x[::5], name="stacked", out=tmp_path, resolve=False, timings=False)
+
+
+def package_outputs(package: Any) -> list[str]:
+    return [spec.name for spec in package.manifest.model.outputs]
