@@ -32,7 +32,12 @@ def forest(seed: int, out: Path, version: str) -> Path:
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("diff")
-    return {"1": forest(0, out / "a", "1"), "2": forest(1, out / "b", "2"), "rebuild": forest(0, out / "c", "1")}
+    built = {"1": forest(0, out / "a", "1"), "2": forest(1, out / "b", "2")}
+    # the rebuild at another time: within the same second it would be the very same package (same digest)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        built["rebuild"] = forest(0, out / "c", "1")
+    return built
 
 
 def test_two_versions_differ_in_weights_and_outputs(
