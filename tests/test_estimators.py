@@ -226,10 +226,12 @@ def test_classifiers_without_probabilities_give_scikit_learns_decision_function(
     for two classes as one column, [d, -d] (SVC) or [-d, d] (SGDClassifier, Perceptron). The package gives
     scikit-learn's decision_function as "decision_function", judged as values, for two classes as for three:
     parity compares it (two classes were "not compared"), and so does this test, on fresh rows, against the
-    native model. For LinearSVC, in a pipeline too (skl2onnx asked it for a ZipMap option it lacks)."""
+    native model. For LinearSVC, in a pipeline too (skl2onnx asked it for a ZipMap option it lacks); for SVC,
+    chosen by GridSearchCV too (it came as a ZipMap, not compared)."""
     import sklearn.linear_model
     import sklearn.svm
     from sklearn.datasets import load_iris
+    from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -243,6 +245,8 @@ def test_classifiers_without_probabilities_give_scikit_learns_decision_function(
     models = [(classes, kind(**made).fit(x, target)) for classes, target in targets]
     if estimator == "LinearSVC":
         models.append((2, make_pipeline(StandardScaler(), kind(**made)).fit(x, y == 2)))
+    if estimator == "SVC":  # the model a search chose (its ZipMap option was not asked for)
+        models.append((3, GridSearchCV(kind(), {"C": [0.5, 1.0]}).fit(x, targets[0][1])))
     for number, (classes, model) in enumerate(models):
         package = mlpack.build(model, x[::5], name=f"{estimator.lower()}-{number}", out=tmp_path, resolve=False,
                                timings=False)  # fmt: skip

@@ -386,8 +386,10 @@ def _takes_zipmap(model: Any) -> bool:
     from skl2onnx import get_model_alias
     from skl2onnx.common._registration import get_converter
 
+    final = _final(model)
+    final = _final(getattr(final, "best_estimator_", final))  # a search (GridSearchCV): the model it chose
     try:
-        return "zipmap" in get_converter(get_model_alias(type(_final(model)))).get_allowed_options()
+        return "zipmap" in get_converter(get_model_alias(type(final))).get_allowed_options()
     except Exception:  # no converter of its own (registered by alias elsewhere, or none): no ZipMap option
         return False
 
