@@ -9,6 +9,7 @@ of the class gives. Measured here (QEMU 7.2, onnxruntime 1.32): a 256x256 MatMul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -223,16 +224,35 @@ def _checked_lock(package: Path) -> str | None:
             f"{package} does not match its manifest: {RUNTIME_LOCK} ({'missing' if data is None else 'changed'}); "
             "no runtime is installed from it"
         )
-    return data.decode()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"{package}'s {RUNTIME_LOCK} is not UTF-8 text; no runtime is installed from it."
+        ) from None
+    for line in text.splitlines():  # pip obeys options in the file: --find-links, --index-url, -e, -r ...
+        words = line.split("#", 1)[0].replace("\\", " ").split()
+        if words and (any(w.startswith("-") and not w.startswith("--hash=") for w in words)
+                      or not (words[0].startswith("--hash=") or "==" in words[0])):  # fmt: skip
+            raise UsageError(
+                f"{package}'s {RUNTIME_LOCK} holds {line.strip()[:80]!r}: mlpack installs another architecture's "
+                "runtime only from exact pins with hashes."
+            )
+    return text
 
 
-def start(path: str | Path, name: str) -> _Replayer | MachineResult:
+def _stop(live: list[_Replayer]) -> None:
+    for replayer in list(live):
+        replayer.__exit__()
+
+
+def start(path: str | Path, name: str, live: list[_Replayer] | None = None) -> _Replayer | MachineResult:
     """The emulated class's replay process, started: it loads its interpreter, numpy and onnxruntime (seconds
     under emulation) and reads nothing of the package until its replay asks, after the package is checked. Or,
     where the class cannot run here, its row saying why."""
     started = time.perf_counter()
     try:
-        return _Replayer(_runner(CLASSES[name], Path(path)), started)
+        replayer = _Replayer(_runner(CLASSES[name], Path(path)), started)
     except IntegrityError as exc:  # the runtime lock to install from was changed: nothing installed or run
         return MachineResult(name, "-", "tampered", False, exc.exit_code, exc.message,
                              seconds=time.perf_counter() - started)  # fmt: skip
@@ -241,11 +261,14 @@ def start(path: str | Path, name: str) -> _Replayer | MachineResult:
     except OSError as exc:  # the cache cannot be written, a tool vanished: still a row, so the others report
         message = f"preparing {name} failed: {exc.strerror or exc} ({exc.filename or 'no file'})"
         return MachineResult(name, "-", "error", False, 4, message, seconds=time.perf_counter() - started)
+    if live is not None:
+        live.append(replayer)
+    return replayer
 
 
 def verify_on(
     path: str | Path, name: str, *, strict: bool = False, threads: int | None = None,
-    started: _Replayer | MachineResult | None = None,
+    started: _Replayer | MachineResult | None = None, live: list[_Replayer] | None = None,
 ) -> MachineResult:  # fmt: skip
     """Verify the package as a machine of class ``name`` would: integrity, diffs and judging here, the replay in
     the class's process (``start``; ``started`` when the caller started it already). A class that cannot run
@@ -260,7 +283,7 @@ def verify_on(
         return MachineResult("native", "native", report.verdict, report.passed, report.exit_code, report.message,
                              [c.to_dict() for c in report.outputs], report.causes,
                              time.perf_counter() - began, onnxruntime=version("onnxruntime"))  # fmt: skip
-    replayer = start(path, name) if started is None else started
+    replayer = start(path, name, live) if started is None else started
     if isinstance(replayer, MachineResult):
         return replayer
     from mlpack.verifier import verify
@@ -308,7 +331,8 @@ class _Replayer:
     def __exit__(self, *exc: object) -> None:
         if self.process.poll() is None:  # never asked (the package failed its checks), or interrupted
             self.process.kill()
-        self.process.communicate()
+        with contextlib.suppress(ValueError, OSError):  # stopped twice: from its matrix and its with block
+            self.process.communicate()
         self.scratch.cleanup()
 
     def replay(
@@ -347,9 +371,19 @@ def _bytecode(runner: Runner) -> dict[str, str]:
 
     interpreter = runner.argv[-1]  # one folder per interpreter: Debian's arm64 one has this one's paths
     prefix = cache_dir("machines") / f"bytecode-{hashlib.sha256(interpreter.encode()).hexdigest()[:12]}"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPYCACHEPREFIX": str(prefix), **runner.env}
+    # PYTHONSAFEPATH: the working folder (which may be the package, or anything) is not on sys.path: the
+    # process imports while the package is still unchecked
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONSAFEPATH": "1", **runner.env}
+    fresh = not prefix.is_dir()
+    try:
+        prefix.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return env  # an unusable cache: the interpreter's own bytecode, as without mlpack
+    if not os.access(prefix, os.W_OK):
+        return env
+    env["PYTHONPYCACHEPREFIX"] = str(prefix)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if not prefix.is_dir() and interpreter == sys.executable:
+    if fresh and interpreter == sys.executable:
         subprocess.run([sys.executable, "-m", "mlpack.replay"], stdin=subprocess.DEVNULL, capture_output=True,
                        env=env, timeout=600, check=False)  # fmt: skip
     return env
@@ -363,14 +397,17 @@ def verify_matrix(
     """Verify on each machine class asked for; the worst verdict is the matrix's. The signature (and, under a
     key, the provenance) is checked once, first, as verify checks it: IntegrityError when it fails."""
     chosen, left_out = resolve(machines)
-    if progress:
-        progress(f"verifying on {', '.join(chosen)}")
     # each class is its own process (an emulator, mostly single-threaded): as many at once as there are cores.
     # The first ones start before anything else is imported or checked here, since they load for seconds; they
-    # read nothing of the package until their replay asks, after these checks and verify's own.
+    # read nothing of the package until their replay asks, after these checks and verify's own. Only classes
+    # of this architecture: another's runtime is installed from the package's lock, after the signature check.
     workers = max(1, min(len(chosen), os.cpu_count() or 1))
-    early = {name: start(path, name) for name in chosen[:workers] if name != "native"}
+    live: list[_Replayer] = []  # every replay process of this matrix, stopped if the matrix is interrupted
+    early: dict[str, _Replayer | MachineResult] = {}
     try:
+        for name in chosen[:workers]:
+            if name != "native" and CLASSES[name].arch == platform.machine():
+                early[name] = start(path, name, live)
         from concurrent.futures import ThreadPoolExecutor, as_completed  # after the start: logging, threads
 
         from mlpack.package import open_package
@@ -379,25 +416,29 @@ def verify_matrix(
         package = open_package(path)  # a path that is no package is refused once, not per machine
         check_trust(package, key, certificate_chain, require_signature)
     except BaseException:
-        for replayer in early.values():
-            if isinstance(replayer, _Replayer):
-                replayer.__exit__()
+        _stop(live)
         raise
+    if progress:
+        progress(f"verifying on {', '.join(chosen)}")
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(
-                verify_on, package.path, name, strict=strict, threads=threads, started=early.get(name)
-            ): name
+            pool.submit(verify_on, package.path, name, strict=strict, threads=threads, started=early.get(name),
+                        live=live): name
             for name in chosen
-        }
+        }  # fmt: skip
         done: dict[str, MachineResult] = {}
-        for future in as_completed(futures):
-            result = future.result()
-            done[futures[future]] = result
-            if progress:
-                progress(
-                    f"{result.machine}: {result.verdict} ({result.seconds:.1f} s); {len(done)} of {len(chosen)}"
-                )
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                done[futures[future]] = result
+                if progress:
+                    progress(
+                        f"{result.machine}: {result.verdict} ({result.seconds:.1f} s); {len(done)} of {len(chosen)}"
+                    )
+        except BaseException:  # interrupted: no class starts, the running ones stop
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop(live)
+            raise
         results = [done[name] for name in chosen]
     return Matrix(str(package.path), results, strict, left_out)
 

@@ -195,7 +195,9 @@ def _summary(verdict: str, passed: bool, outputs: list[compare.OutputComparison]
 def _runtime_pins(package: Package) -> dict[str, str]:
     runtime_lock = package.path / RUNTIME_LOCK
     if runtime_lock.is_file():
-        return environment.parse_requirements_lock(runtime_lock.read_text())
+        return environment.parse_requirements_lock(
+            runtime_lock.read_text(errors="replace")
+        )  # a hostile lock: no crash
     return {k: v for k, v in package.manifest.environment.runtime.items() if v}
 
 

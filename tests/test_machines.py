@@ -301,3 +301,67 @@ def test_a_tampered_package_is_never_replayed_on_a_class(matmul: Path, tmp_path:
     # told nothing, the replay process leaves without a word
     done = subprocess.run([sys.executable, "-m", "mlpack.replay"], input="", capture_output=True, text=True)
     assert (done.returncode, done.stdout) == (0, "")
+
+
+def _with_lock(package: Path, out: Path, text: str) -> Path:
+    """A copy of ``package`` whose runtime lock is ``text``, listed in its manifest with its own hash, as a
+    package made that way (or signed, then changed) would be."""
+    import shutil
+
+    from mlpack.fileio import canonical_json, sha256_bytes
+    from mlpack.package import MANIFEST, RUNTIME_LOCK
+
+    copy = out / package.name
+    shutil.copytree(package, copy)
+    (copy / RUNTIME_LOCK).write_text(text)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["files"][RUNTIME_LOCK] = sha256_bytes(text.encode())
+    (copy / MANIFEST).write_bytes(canonical_json(manifest))
+    return copy
+
+
+def test_a_runtime_lock_installs_only_exact_pins_and_only_after_the_signature(built: Path, tmp_path: Path) -> None:
+    """Another architecture's runtime is pip-installed from the package's lock and then run. pip obeys options
+    written in the file (--find-links to any folder, --index-url): a lock holding one is refused. And a
+    signed package whose signature fails under --key installs nothing, though its lock matches its manifest:
+    classes of another architecture start only after the signature check."""
+    from mlpack.errors import IntegrityError
+    from mlpack.machines import verify_on
+    from mlpack.options import cache_dir
+    from mlpack.signing import keygen, sign
+
+    sites = set(cache_dir("machines").glob("site-aarch64-*"))
+    hashed = "numpy==2.0.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
+    redirected = _with_lock(built, tmp_path / "a", f"--find-links {tmp_path}\n{hashed}")
+    result = verify_on(redirected, "aarch64")
+    assert (result.verdict, result.exit_code) == ("error", 4)
+    assert "holds '--find-links" in result.message and "only from exact pins with hashes" in result.message
+
+    private, public = keygen(tmp_path / "k.pem")
+    signed = tmp_path / "b" / built.name
+    signed.parent.mkdir()
+    import shutil
+
+    shutil.copytree(built, signed)
+    sign(signed, private)
+    # signed, then its lock and manifest changed alike: a lock pip would install (the real one, one line more)
+    from mlpack.package import RUNTIME_LOCK
+
+    changed = _with_lock(signed, tmp_path / "c", (built / RUNTIME_LOCK).read_text() + "# changed\n")
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_matrix(changed, ["aarch64"], key=public)
+    assert set(cache_dir("machines").glob("site-aarch64-*")) == sites
+
+
+def test_the_working_folder_is_not_on_the_replay_process_path(
+    matmul: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay process imports numpy and onnxruntime while the package is still unchecked: a numpy.py in
+    the folder verify runs from (the package's own, say) must not be what it imports."""
+    from mlpack.machines import verify_on
+
+    (tmp_path / "numpy.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    result = verify_on(matmul, "x86-64-v2")
+    assert result.passed and result.onnxruntime, result.message
+    assert not (tmp_path / "imported").exists()
