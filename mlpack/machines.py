@@ -209,21 +209,11 @@ def _checked_lock(package: Path) -> str | None:
     """The package's runtime lock, which the class's runtime is installed from and then runs: only when the
     manifest lists it, and only with the hash the manifest gives it (it is read before verify checks the
     other files). IntegrityError when it differs."""
-    from mlpack.fileio import sha256_bytes
-    from mlpack.package import RUNTIME_LOCK, open_package
+    from mlpack.package import RUNTIME_LOCK, open_package, read_listed
 
-    expected = open_package(package).manifest.files.get(RUNTIME_LOCK)
-    if expected is None:
+    data = read_listed(open_package(package), RUNTIME_LOCK, "no runtime is installed from it")
+    if data is None:
         return None
-    try:
-        data = (package / RUNTIME_LOCK).read_bytes()
-    except OSError:
-        data = None
-    if data is None or sha256_bytes(data) != expected:
-        raise IntegrityError(
-            f"{package} does not match its manifest: {RUNTIME_LOCK} ({'missing' if data is None else 'changed'}); "
-            "no runtime is installed from it"
-        )
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -239,11 +229,6 @@ def _checked_lock(package: Path) -> str | None:
                 "runtime only from exact pins with hashes."
             )
     return text
-
-
-def _stop(live: list[_Replayer]) -> None:
-    for replayer in list(live):
-        replayer.__exit__()
 
 
 def start(path: str | Path, name: str, live: list[_Replayer] | None = None) -> _Replayer | MachineResult:
@@ -329,6 +314,9 @@ class _Replayer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         if self.process.poll() is None:  # never asked (the package failed its checks), or interrupted
             self.process.kill()
         with contextlib.suppress(ValueError, OSError):  # stopped twice: from its matrix and its with block
@@ -416,7 +404,8 @@ def verify_matrix(
         package = open_package(path)  # a path that is no package is refused once, not per machine
         check_trust(package, key, certificate_chain, require_signature)
     except BaseException:
-        _stop(live)
+        for replayer in live:
+            replayer.stop()
         raise
     if progress:
         progress(f"verifying on {', '.join(chosen)}")
@@ -437,7 +426,8 @@ def verify_matrix(
                     )
         except BaseException:  # interrupted: no class starts, the running ones stop
             pool.shutdown(wait=False, cancel_futures=True)
-            _stop(live)
+            for replayer in live:
+                replayer.stop()
             raise
         results = [done[name] for name in chosen]
     return Matrix(str(package.path), results, strict, left_out)

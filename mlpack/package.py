@@ -82,6 +82,35 @@ def _symlink_in(root: Path, relative: str) -> bool:
     return False
 
 
+def _unsafe(root: Path, relative: str) -> Problem | None:
+    if not _safe(root, relative):
+        return Problem(relative, "unsafe", "the manifest names a path outside the package")
+    if _symlink_in(root, relative):
+        return Problem(relative, "unsafe", "a symbolic link: packages hold regular files only")
+    return None
+
+
+def read_listed(package: Package, relative: str, advice: str) -> bytes | None:
+    """One file the manifest lists, read once and held to its hash, for use before the whole package is
+    checked; None when the manifest does not list it. IntegrityError (ending with ``advice``) when it is
+    unsafe, missing or changed."""
+    expected = package.manifest.files.get(relative)
+    if expected is None:
+        return None
+    problem = _unsafe(package.path, relative)
+    if problem is None:
+        try:
+            data = (package.path / relative).read_bytes()
+        except OSError:
+            problem = Problem(relative, "missing", "listed in the manifest but not readable")
+        else:
+            actual = sha256_bytes(data)
+            if actual == expected:
+                return data
+            problem = Problem(relative, "changed", f"sha256 {actual[:16]}… ≠ manifest {expected[:16]}…")
+    raise IntegrityError(f"{package.path} does not match its manifest: {describe_problems([problem])}; {advice}")
+
+
 def check_integrity(package: Package) -> list[Problem]:
     """Every listed file exists with its hash; no unlisted file sits in a folder the manifest covers; no
     symbolic link anywhere inside (a link could point the hashed name at any file on the machine)."""
@@ -89,13 +118,11 @@ def check_integrity(package: Package) -> list[Problem]:
     listed = package.manifest.files
     problems = []
     for relative, expected in sorted(listed.items()):
-        if not _safe(root, relative):
-            problems.append(Problem(relative, "unsafe", "the manifest names a path outside the package"))
+        unsafe = _unsafe(root, relative)
+        if unsafe is not None:
+            problems.append(unsafe)
             continue
         file = root / relative
-        if _symlink_in(root, relative):
-            problems.append(Problem(relative, "unsafe", "a symbolic link: packages hold regular files only"))
-            continue
         if not file.is_file():
             problems.append(Problem(relative, "missing", "listed in the manifest but not present"))
             continue

@@ -601,12 +601,14 @@ class SklearnConverter:
         def run(data: Any) -> list[Any]:
             if hasattr(model, "predict_proba") and len(output_names) == 2:
                 return [model.predict(data), model.predict_proba(data)]
-            if hasattr(model, "decision_function") and output_names[1:] in (["scores"], ["decision_function"]):
-                # outlier detectors; classifiers without probabilities (see _decision_scores)
-                return [model.predict(data), model.decision_function(data)]
-            if hasattr(model, "decision_function") and len(output_names) == 2 and len(model.classes_) > 2:
-                # a supplied ONNX export holding the decision function under skl2onnx's own name, one column
-                # per class (for two classes skl2onnx writes one column or two, either way: not compared)
+            if (
+                hasattr(model, "decision_function")
+                and len(output_names) == 2
+                and (output_names[1] in ("scores", "decision_function") or len(model.classes_) > 2)
+            ):
+                # outlier detectors; classifiers without probabilities (see _decision_scores); a supplied
+                # export holding the decision function under skl2onnx's name "probabilities", one column per
+                # class (for two classes skl2onnx writes one column or two, either way: not compared)
                 return [model.predict(data), model.decision_function(data)]
             if hasattr(model, "cluster_centers_") and output_names[1:] == ["scores"]:  # k-means: distances
                 return [model.predict(data), model.transform(data)]
